@@ -1,0 +1,223 @@
+//! Durable file-system steps: write a file whole or not at all, rename and make the rename
+//! survive power loss, and open inbox entries without following links. The journal,
+//! `metadata.json` and `error.json` are written through nothing else.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// An I/O failure with what was being done and where, ready for a one-line message.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {}: {source}", path.display())]
+pub struct FsError {
+    /// What was being done, e.g. "claiming into the work area".
+    pub action: &'static str,
+    /// The path acted on.
+    pub path: PathBuf,
+    /// The underlying error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl FsError {
+    /// Whether the failure is about the destination's space or writability (ENOSPC, EDQUOT,
+    /// EROFS): never the file's fault, so the work waits instead of quarantining.
+    #[must_use]
+    pub fn is_local_capacity(&self) -> bool {
+        is_capacity_error(&self.source)
+    }
+}
+
+/// Whether an I/O error means "no space" or "read-only" (see [`FsError::is_local_capacity`]).
+#[must_use]
+pub fn is_capacity_error(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS)
+    )
+}
+
+/// Attaches an action and a path to an I/O result.
+pub trait Context<T> {
+    /// Wraps the error in an [`FsError`].
+    ///
+    /// # Errors
+    /// The original error, wrapped.
+    fn context(self, action: &'static str, path: &Path) -> Result<T, FsError>;
+}
+
+impl<T> Context<T> for io::Result<T> {
+    fn context(self, action: &'static str, path: &Path) -> Result<T, FsError> {
+        self.map_err(|source| FsError {
+            action,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Flushes a folder's entries (new names, renames) to disk.
+///
+/// # Errors
+/// When the folder cannot be opened or synced.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `bytes` to `path` whole or not at all: a temporary file in the same folder,
+/// written, synced, renamed over `path`, and the folder synced.
+///
+/// # Errors
+/// Any I/O error; the temporary file is removed on failure.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = parent_of(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .suffix(".part")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Renames `from` to `to` and syncs both folders, so the rename survives a crash.
+///
+/// # Errors
+/// Any I/O error from the rename or the syncs.
+pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    let (a, b) = (parent_of(from), parent_of(to));
+    sync_dir(b)?;
+    if a != b {
+        sync_dir(a)?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` and its missing parents, syncing each parent whose entries changed.
+///
+/// # Errors
+/// Any I/O error.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        if !parent.as_os_str().is_empty() {
+            create_dir_all_durable(parent)?;
+        }
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => sync_dir(parent_of(dir)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens a regular file for reading without following a final symlink and without blocking
+/// on a FIFO; the caller checks the opened descriptor's metadata, not the path's.
+///
+/// # Errors
+/// `ELOOP` for a symlink, other I/O errors as they come.
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Moves a folder to `to`, which may be on another filesystem: a plain rename when it can; else
+/// a copy into a hidden temporary folder beside `to`, synced, renamed into place, and only
+/// then the source removed. Every instant leaves either the source or the whole destination.
+///
+/// # Errors
+/// Any I/O error; a half-made temporary copy is removed.
+pub fn move_dir_durable(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::rename(from, to) {
+        Ok(()) => {
+            sync_dir(parent_of(to))?;
+            return sync_dir(parent_of(from));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+        Err(e) => return Err(e),
+    }
+    let name = to.file_name().map_or_else(|| "x".into(), |n| n.to_string_lossy().into_owned());
+    let staging = parent_of(to).join(format!(".remixd-incoming-{name}"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging)?;
+    }
+    let copied = copy_tree_synced(from, &staging).and_then(|()| rename_durable(&staging, to));
+    if let Err(e) = copied {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    fs::remove_dir_all(from)?;
+    sync_dir(parent_of(from))
+}
+
+fn copy_tree_synced(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree_synced(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &target)?;
+        } else if kind.is_file() {
+            fs::copy(entry.path(), &target)?;
+            File::open(&target)?.sync_all()?;
+        }
+        // FIFOs, sockets and devices are never claimed as files to copy; a rename moves them.
+    }
+    sync_dir(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_durable_replaces_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.json");
+        write_durable(&path, b"one").expect("first write");
+        write_durable(&path, b"two").expect("second write");
+        assert_eq!(fs::read(&path).expect("read"), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).expect("list").collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn open_nofollow_refuses_symlinks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("t");
+        fs::write(&target, b"x").expect("write");
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        assert!(open_nofollow(&link).is_err());
+        assert!(open_nofollow(&target).is_ok());
+    }
+
+    #[test]
+    fn move_dir_durable_moves_a_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let from = dir.path().join("from");
+        fs::create_dir_all(from.join("sub")).expect("mkdir");
+        fs::write(from.join("sub/f"), b"data").expect("write");
+        let to = dir.path().join("to");
+        move_dir_durable(&from, &to).expect("move");
+        assert!(!from.exists());
+        assert_eq!(fs::read(to.join("sub/f")).expect("read"), b"data");
+    }
+}
