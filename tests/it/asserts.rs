@@ -1,0 +1,576 @@
+//! Checks of what remixd left on disk, as SPEC.md describes it: a published job folder
+//! (original and sidecar byte-identical, outputs `STEM-remix-N.EXT`, a complete
+//! `metadata.json`), a quarantined one (`error.json` and its fields), and that every dropped
+//! file is in exactly one place.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::env::{Dropped, Kind, TestEnv, sha256, walk_paths};
+use crate::images;
+
+/// The version every metadata and error file must name.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const SIDECAR_EXTS: [&str; 4] = ["yaml", "yml", "json", "txt"];
+
+/// A published job folder.
+#[derive(Debug)]
+pub struct Published {
+    /// The folder.
+    pub dir: PathBuf,
+    /// `metadata.json`.
+    pub meta: Value,
+}
+
+impl Published {
+    /// The output entries of `metadata.json`.
+    pub fn outputs(&self) -> &Vec<Value> {
+        self.meta["outputs"].as_array().unwrap()
+    }
+
+    /// The file names of the outputs that were kept, in order.
+    pub fn output_files(&self) -> Vec<String> {
+        self.outputs()
+            .iter()
+            .filter_map(|o| o["file"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The bytes of a file in the folder.
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(name)).unwrap()
+    }
+}
+
+/// A quarantined job folder.
+#[derive(Debug)]
+pub struct Quarantined {
+    /// The folder.
+    pub dir: PathBuf,
+    /// `error.json`.
+    pub error: Value,
+}
+
+fn stem_of(name: &str) -> &str {
+    Path::new(name).file_stem().unwrap().to_str().unwrap()
+}
+
+fn is_sidecar_name(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| SIDECAR_EXTS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The sidecar the image at `image` should have taken along: `NAME.EXT.*` before `STEM.*`,
+/// among the files dropped in its folder. Returns it and the other (losing) candidates.
+pub fn expected_sidecar(env: &TestEnv, image: &Dropped) -> (Option<Dropped>, Vec<String>) {
+    let name = image.name();
+    let prefix = if image.subdir().is_empty() {
+        String::new()
+    } else {
+        format!("{}/", image.subdir())
+    };
+    let mut candidates = Vec::new();
+    for base in [name, stem_of(name)] {
+        for ext in SIDECAR_EXTS {
+            candidates.push(format!("{prefix}{base}.{ext}"));
+        }
+    }
+    let dropped = env.dropped();
+    let mut found = candidates.iter().filter_map(|c| {
+        dropped
+            .iter()
+            .find(|d| &d.rel == c && matches!(d.kind, Kind::File(_)))
+    });
+    let winner = found.next().cloned();
+    let losers = found.map(|d| d.name().to_string()).collect();
+    (winner, losers)
+}
+
+/// The one folder directly under `parent` that holds an entry named `name`.
+fn single_job_dir(env: &TestEnv, parent: &Path, name: &str) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(parent)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", parent.display(), env.describe()))
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.path())
+        .filter(|d| d.join(name).symlink_metadata().is_ok())
+        .collect();
+    assert_eq!(
+        dirs.len(),
+        1,
+        "expected exactly one job folder holding {name} under {}, found {dirs:?}\n{}",
+        parent.display(),
+        env.describe()
+    );
+    dirs.into_iter().next().unwrap()
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()))
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn check_job_id(job_id: &Value, dir: &Path, name: &str) -> String {
+    let id = job_id
+        .as_str()
+        .unwrap_or_else(|| panic!("job_id {job_id} is not a string"));
+    assert!(
+        !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "job_id {id:?} is not safe in a file name"
+    );
+    // SPEC.md, Configuration: output.layout "{subdir}/{stem}-{job_id}".
+    let folder = dir.file_name().unwrap().to_str().unwrap();
+    assert_eq!(folder, format!("{}-{id}", stem_of(name)), "job folder name");
+    id.to_string()
+}
+
+fn check_original(dir: &Path, dropped: &Dropped) {
+    let path = dir.join(dropped.name());
+    let meta = path.symlink_metadata().unwrap();
+    match &dropped.kind {
+        Kind::File(bytes) | Kind::Defaults(bytes) => {
+            assert!(
+                meta.file_type().is_file(),
+                "{} is not a regular file",
+                path.display()
+            );
+            assert!(
+                std::fs::read(&path).unwrap() == *bytes,
+                "{} is not byte-identical to what was dropped",
+                path.display()
+            );
+        }
+        Kind::Symlink(target) => {
+            assert!(
+                meta.file_type().is_symlink(),
+                "{} is no longer a symlink",
+                path.display()
+            );
+            assert_eq!(
+                &std::fs::read_link(&path).unwrap(),
+                target,
+                "symlink target changed"
+            );
+        }
+        Kind::Fifo => assert!(
+            meta.file_type().is_fifo(),
+            "{} is not a FIFO",
+            path.display()
+        ),
+    }
+}
+
+fn check_sidecar_files(dir: &Path, sidecar: Option<&Dropped>, losers: &[String]) {
+    if let Some(sidecar) = sidecar {
+        let path = dir.join(sidecar.name());
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "sidecar {} missing from {}: {e}",
+                sidecar.name(),
+                dir.display()
+            )
+        });
+        assert!(
+            bytes == sidecar.bytes(),
+            "sidecar {} is not byte-identical",
+            path.display()
+        );
+    }
+    for loser in losers {
+        assert!(
+            !dir.join(loser).exists(),
+            "{loser} is not the image's sidecar (a NAME.EXT.* sidecar wins) but was taken along"
+        );
+    }
+}
+
+fn is_rfc3339(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| {
+        s.len() >= 20
+            && s.as_bytes()[4] == b'-'
+            && s.as_bytes()[10] == b'T'
+            && (s.ends_with('Z') || s[19..].contains(['+', '-']))
+    })
+}
+
+fn check_source(source: &Value, dropped: &Dropped) {
+    assert_eq!(source["file"], dropped.name(), "source.file");
+    assert_eq!(source["subdir"], dropped.subdir(), "source.subdir");
+}
+
+fn check_image_source(source: &Value, dropped: &Dropped) {
+    check_source(source, dropped);
+    let bytes = dropped.bytes();
+    assert_eq!(source["bytes"], bytes.len(), "source.bytes");
+    assert_eq!(source["sha256"], sha256(bytes), "source.sha256");
+    assert_eq!(
+        source["format"],
+        images::format_of(bytes).unwrap(),
+        "source.format"
+    );
+    let (w, h) = images::dimensions(bytes).unwrap();
+    assert_eq!(
+        (source["width"].as_u64(), source["height"].as_u64()),
+        (Some(w.into()), Some(h.into()))
+    );
+}
+
+fn check_outputs(dir: &Path, stem: &str, meta: &Value) -> Vec<String> {
+    let outputs = meta["outputs"].as_array().expect("outputs is an array");
+    let answered = meta["response"]["data"]
+        .as_array()
+        .expect("response.data is an array");
+    assert_eq!(
+        outputs.len(),
+        answered.len(),
+        "one output entry per item of the answer"
+    );
+    let mut files = Vec::new();
+    for (i, out) in outputs.iter().enumerate() {
+        for key in [
+            "file",
+            "url",
+            "seed",
+            "resolution",
+            "is_image_safe",
+            "style_type",
+            "prompt",
+            "bytes",
+            "sha256",
+        ] {
+            assert!(out.get(key).is_some(), "outputs[{i}] has no {key}: {out}");
+        }
+        let safe = out["is_image_safe"]
+            .as_bool()
+            .expect("is_image_safe is a bool");
+        let Some(file) = out["file"].as_str() else {
+            // SPEC.md, The outbox: "An output withheld for safety keeps its entry with file: null".
+            assert!(
+                !safe,
+                "outputs[{i}] has no file but is_image_safe is true: {out}"
+            );
+            continue;
+        };
+        assert!(
+            safe,
+            "outputs[{i}] kept although withheld for safety: {out}"
+        );
+        let bytes = std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("output {file}: {e}"));
+        let format =
+            images::format_of(&bytes).unwrap_or_else(|| panic!("output {file} is not an image"));
+        // SPEC.md: outputs `STEM-remix-N.EXT`, N the 1-based position, EXT from the bytes.
+        assert_eq!(
+            file,
+            format!("{stem}-remix-{}.{}", i + 1, images::ext_for(format))
+        );
+        assert_eq!(out["bytes"], bytes.len(), "outputs[{i}].bytes");
+        assert_eq!(out["sha256"], sha256(&bytes), "outputs[{i}].sha256");
+        assert!(
+            out["url"].is_string() || meta["provider"] == "dry-run",
+            "outputs[{i}].url"
+        );
+        files.push(file.to_string());
+    }
+    assert!(!files.is_empty(), "a published job has at least one output");
+    files
+}
+
+fn check_timings(timings: &Value) {
+    for key in [
+        "detected_at",
+        "claimed_at",
+        "submitted_at",
+        "responded_at",
+        "completed_at",
+    ] {
+        assert!(
+            is_rfc3339(&timings[key]),
+            "timings.{key} is not an RFC 3339 time: {timings}"
+        );
+    }
+    for key in ["api_ms", "download_ms", "total_ms"] {
+        assert!(
+            timings[key].is_u64(),
+            "timings.{key} is not a non-negative integer: {timings}"
+        );
+    }
+}
+
+fn check_metadata(meta: &Value, dropped: &Dropped, sidecar: Option<&Dropped>) {
+    assert_eq!(meta["remixd_version"], VERSION, "remixd_version");
+    let provider = meta["provider"].as_str().expect("provider is a string");
+    if provider == "dry-run" {
+        assert!(
+            meta["endpoint"].is_null(),
+            "dry-run endpoint must be null: {}",
+            meta["endpoint"]
+        );
+    } else {
+        let endpoint = meta["endpoint"].as_str().expect("endpoint is a string");
+        assert!(
+            endpoint.ends_with("/v1/ideogram-v3/remix"),
+            "endpoint {endpoint}"
+        );
+    }
+    check_image_source(&meta["source"], dropped);
+    match sidecar {
+        None => assert!(
+            meta["sidecar"].is_null(),
+            "sidecar should be null: {}",
+            meta["sidecar"]
+        ),
+        Some(s) => {
+            assert_eq!(meta["sidecar"]["file"], s.name(), "sidecar.file");
+            assert_eq!(
+                meta["sidecar"]["sha256"],
+                sha256(s.bytes()),
+                "sidecar.sha256"
+            );
+        }
+    }
+    let request = meta["request"].as_object().expect("request is an object");
+    assert!(!request.contains_key("image"), "request lists the image");
+    assert!(request["prompt"].is_string(), "request.prompt");
+    assert!(
+        meta["response"].is_object(),
+        "response is the API's JSON object"
+    );
+    assert!(
+        meta["attempts"].as_u64().is_some_and(|a| a >= 1),
+        "attempts: {}",
+        meta["attempts"]
+    );
+    check_timings(&meta["timings"]);
+}
+
+/// The image dropped at `rel` was published: exactly one folder `outbox/SUBDIR/STEM-JOBID/`
+/// holding the original and its sidecar byte-identical, the outputs, and a complete
+/// `metadata.json`, and nothing else.
+pub fn assert_published(env: &TestEnv, rel: &str) -> Published {
+    let dropped = env.dropped_at(rel);
+    let name = dropped.name();
+    let dir = single_job_dir(env, &env.outbox.join(dropped.subdir()), name);
+    let meta = read_json(&dir.join("metadata.json"));
+    check_job_id(&meta["job_id"], &dir, name);
+    check_original(&dir, &dropped);
+    let (sidecar, losers) = expected_sidecar(env, &dropped);
+    check_sidecar_files(&dir, sidecar.as_ref(), &losers);
+    check_metadata(&meta, &dropped, sidecar.as_ref());
+    let mut expected = check_outputs(&dir, stem_of(name), &meta);
+    expected.push(name.to_string());
+    expected.push("metadata.json".into());
+    if let Some(s) = &sidecar {
+        expected.push(s.name().to_string());
+    }
+    expected.sort();
+    // SPEC.md, A job: nothing is left half-written in the outbox.
+    assert_eq!(entries(&dir), expected, "files in {}", dir.display());
+    Published { dir, meta }
+}
+
+fn check_error_json(error: &Value, dropped: &Dropped, reason: &str) {
+    for key in [
+        "job_id",
+        "reason",
+        "message",
+        "stage",
+        "attempts",
+        "http_status",
+        "api_error",
+        "source",
+        "at",
+        "remixd_version",
+    ] {
+        assert!(error.get(key).is_some(), "error.json has no {key}: {error}");
+    }
+    assert_eq!(error["reason"], reason, "reason in {error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.trim().len() > 10),
+        "message: {error}"
+    );
+    assert!(error["stage"].is_string(), "stage: {error}");
+    assert!(error["attempts"].is_u64(), "attempts: {error}");
+    assert!(
+        error["http_status"].is_null() || error["http_status"].is_u64(),
+        "http_status: {error}"
+    );
+    match &error["api_error"] {
+        Value::Null => {}
+        Value::String(s) => assert!(s.len() <= 4096, "api_error over 4 KiB"),
+        other => panic!("api_error is neither a string nor null: {other}"),
+    }
+    assert!(is_rfc3339(&error["at"]), "at: {error}");
+    assert_eq!(error["remixd_version"], VERSION);
+    check_source(&error["source"], dropped);
+}
+
+/// The entry dropped at `rel` was quarantined for `reason`: exactly one folder
+/// `quarantine/SUBDIR/STEM-JOBID/` holding it (byte-identical; a symlink or FIFO as itself),
+/// its sidecar, any outputs already fetched, and a complete `error.json`.
+pub fn assert_quarantined(env: &TestEnv, rel: &str, reason: &str) -> Quarantined {
+    let dropped = env.dropped_at(rel);
+    let name = dropped.name();
+    let dir = single_job_dir(env, &env.quarantine.join(dropped.subdir()), name);
+    let error = read_json(&dir.join("error.json"));
+    check_error_json(&error, &dropped, reason);
+    check_job_id(&error["job_id"], &dir, name);
+    check_original(&dir, &dropped);
+    let mut allowed = vec![name.to_string(), "error.json".to_string()];
+    if !is_sidecar_name(name) {
+        let (sidecar, losers) = expected_sidecar(env, &dropped);
+        check_sidecar_files(&dir, sidecar.as_ref(), &losers);
+        assert!(
+            error.get("sidecar").is_some(),
+            "error.json has no sidecar key: {error}"
+        );
+        match &sidecar {
+            None => assert!(
+                error["sidecar"].is_null(),
+                "error.json sidecar should be null: {error}"
+            ),
+            Some(s) => {
+                assert_eq!(
+                    error["sidecar"]["file"],
+                    s.name(),
+                    "error.json sidecar.file"
+                );
+                allowed.push(s.name().to_string());
+            }
+        }
+    }
+    let stem = stem_of(name);
+    for entry in entries(&dir) {
+        let output = entry
+            .strip_prefix(&format!("{stem}-remix-"))
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(n, ext)| {
+                n.parse::<u32>().is_ok() && ["png", "jpg", "webp"].contains(&ext)
+            });
+        assert!(
+            allowed.contains(&entry) || output,
+            "unexpected {entry} in {} (only the original, sidecar, outputs and error.json)",
+            dir.display()
+        );
+    }
+    Quarantined { dir, error }
+}
+
+fn same_entry(path: &Path, dropped: &Dropped) -> bool {
+    if path.file_name().and_then(|n| n.to_str()) != Some(dropped.name()) {
+        return false;
+    }
+    let Ok(meta) = path.symlink_metadata() else {
+        return false;
+    };
+    match &dropped.kind {
+        Kind::File(bytes) | Kind::Defaults(bytes) => {
+            meta.file_type().is_file() && std::fs::read(path).is_ok_and(|b| b == *bytes)
+        }
+        Kind::Symlink(target) => {
+            meta.file_type().is_symlink() && std::fs::read_link(path).is_ok_and(|t| t == *target)
+        }
+        Kind::Fifo => meta.file_type().is_fifo(),
+    }
+}
+
+/// Where the entry dropped as `dropped` is now: every matching path (same name and content)
+/// in the inbox (at its own place), the work area, the outbox and the quarantine.
+pub fn locations(env: &TestEnv, dropped: &Dropped) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let in_inbox = env.inbox.join(&dropped.rel);
+    if same_entry(&in_inbox, dropped) {
+        found.push(in_inbox);
+    }
+    for area in [env.work_dir(), env.outbox.clone(), env.quarantine.clone()] {
+        found.extend(
+            walk_paths(&area)
+                .into_iter()
+                .filter(|p| same_entry(p, dropped)),
+        );
+    }
+    found
+}
+
+/// SPEC.md, A job: "Every input image ends in exactly one of: the outbox, the quarantine, or
+/// still pending (inbox or work area). Nothing is ever deleted, duplicated". `_defaults.yaml`
+/// files stay where they were.
+pub fn assert_nothing_lost(env: &TestEnv) {
+    for dropped in env.dropped() {
+        let found = locations(env, &dropped);
+        if matches!(dropped.kind, Kind::Defaults(_)) {
+            assert_eq!(
+                found,
+                vec![env.inbox.join(&dropped.rel)],
+                "{} must stay in the inbox, untouched, and nowhere else\n{}",
+                dropped.rel,
+                env.describe()
+            );
+            continue;
+        }
+        assert_eq!(
+            found.len(),
+            1,
+            "{} must be in exactly one place, found {found:?}\n{}",
+            dropped.rel,
+            env.describe()
+        );
+    }
+}
+
+/// The entry dropped at `rel` is still pending: in the inbox or the work area, not in the
+/// outbox or quarantine.
+pub fn assert_pending(env: &TestEnv, rel: &str) {
+    let dropped = env.dropped_at(rel);
+    let found = locations(env, &dropped);
+    let pending = |p: &PathBuf| p.starts_with(&env.inbox);
+    assert!(
+        found.len() == 1 && pending(&found[0]),
+        "{rel} should be pending (inbox or work area), found {found:?}\n{}",
+        env.describe()
+    );
+}
+
+/// The form fields of `meta.request` compared with those sent, value by value. A number in
+/// `request` matches the same text sent (SPEC.md example writes `"num_images": 2`).
+pub fn assert_request_matches(meta: &Value, sent: &[(String, String)]) {
+    let request = meta["request"].as_object().expect("request is an object");
+    let as_text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut recorded: Vec<(String, String)> = Vec::new();
+    for (k, v) in request {
+        match v {
+            // A repeated form field (e.g. style_codes) may be recorded as a list.
+            Value::Array(items) => recorded.extend(items.iter().map(|i| (k.clone(), as_text(i)))),
+            other => recorded.push((k.clone(), as_text(other))),
+        }
+    }
+    let mut sent = sent.to_vec();
+    recorded.sort();
+    sent.sort();
+    assert_eq!(
+        recorded, sent,
+        "metadata request vs the form fields the API received"
+    );
+}

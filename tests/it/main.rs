@@ -1,0 +1,27 @@
+//! remixd's integration tests: the real `remixd` binary as a child process, a fake Ideogram
+//! server on loopback, and real folders in a temporary directory, checked only from outside
+//! (files, exit statuses, JSON log lines), as SPEC.md describes them.
+//!
+//! Harness modules: [`env`] (folders and config), [`fake_api`] (the remote API),
+//! [`images`] (small real image files), [`daemon`] (the child process and its logs),
+//! [`asserts`] (outbox, quarantine and "nothing lost" checks). The other modules are the tests,
+//! one file per theme.
+
+// Test code: panicking on a broken harness is the point.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_docs)]
+// Test docs quote SPEC.md verbatim; backticks there would change the quotes.
+#![allow(clippy::doc_markdown)]
+
+mod asserts;
+mod daemon;
+mod env;
+mod fake_api;
+mod images;
+
+mod cli;
+mod logs;
+mod pipeline;
+mod quarantine;
+mod retries;
+mod sidecars;
+mod signals;
