@@ -30,6 +30,7 @@ pub mod job;
 pub mod journal;
 pub mod logging;
 pub mod pipeline;
+pub mod prepare;
 pub mod publish;
 pub mod quarantine;
 pub mod requeue;

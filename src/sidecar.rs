@@ -142,3 +142,10 @@ impl Fields {
         todo!("Fields::to_request")
     }
 }
+
+/// The sidecar names to look for beside an image, strongest first.
+#[must_use]
+pub fn sidecar_candidates(image_file_name: &str) -> Vec<String> {
+    let _ = image_file_name;
+    todo!()
+}
