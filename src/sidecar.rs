@@ -1605,9 +1605,3 @@ extra_fields: {new_knob: 3, label: hi}
     }
 }
 
-/// The sidecar names to look for beside an image, strongest first.
-#[must_use]
-pub fn sidecar_candidates(image_file_name: &str) -> Vec<String> {
-    let _ = image_file_name;
-    todo!()
-}
