@@ -344,3 +344,129 @@ impl Intake {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn timings() -> IntakeTimings {
+        IntakeTimings { settle: 100 * MS, sidecar_wait: 300 * MS, orphan_after: 1000 * MS }
+    }
+
+    fn file(size: u64) -> Option<Snapshot> {
+        Some(Snapshot { kind: EntryType::File, size, mtime: None, ctime_ns: 0 })
+    }
+
+    #[test]
+    fn classifies_names() {
+        assert_eq!(classify_name(OsStr::new("cat.PNG")), NameKind::Image);
+        assert_eq!(classify_name(OsStr::new("cat.jpeg")), NameKind::Image);
+        assert_eq!(classify_name(OsStr::new("cat.yml")), NameKind::Sidecar(SidecarKind::Yaml));
+        assert_eq!(classify_name(OsStr::new("_defaults.yaml")), NameKind::Defaults);
+        assert_eq!(classify_name(OsStr::new(".cat.png")), NameKind::Ignored);
+        assert_eq!(classify_name(OsStr::new("~cat.png")), NameKind::Ignored);
+        assert_eq!(classify_name(OsStr::new("cat.png.part")), NameKind::Ignored);
+        assert_eq!(classify_name(OsStr::new("cat.crdownload")), NameKind::Ignored);
+        assert_eq!(classify_name(OsStr::new("notes.pdf")), NameKind::Other);
+        assert_eq!(classify_name(OsStr::new("README")), NameKind::Other);
+    }
+
+    #[test]
+    fn image_waits_for_settle_then_sidecar_wait() {
+        let mut intake = Intake::new(timings(), false);
+        let t0 = Instant::now();
+        assert!(intake.observe(Path::new("cat.png"), file(10), t0).is_some());
+        assert!(intake.take_ready(t0 + 50 * MS, 10).is_empty(), "not settled yet");
+        assert!(intake.take_ready(t0 + 200 * MS, 10).is_empty(), "waiting for a sidecar");
+        let ready = intake.take_ready(t0 + 450 * MS, 10);
+        assert!(matches!(&ready[..], [Decision::Image { sidecar: None, .. }]));
+        assert_eq!(intake.pending(), 0);
+    }
+
+    #[test]
+    fn a_growing_file_is_not_ready() {
+        let mut intake = Intake::new(timings(), true);
+        let t0 = Instant::now();
+        intake.observe(Path::new("cat.png"), file(10), t0);
+        intake.observe(Path::new("cat.png"), file(20), t0 + 90 * MS);
+        assert!(intake.take_ready(t0 + 150 * MS, 10).is_empty(), "size changed at 90ms");
+        assert_eq!(intake.take_ready(t0 + 200 * MS, 10).len(), 1);
+    }
+
+    #[test]
+    fn late_sidecar_is_taken_with_its_image() {
+        let mut intake = Intake::new(timings(), false);
+        let t0 = Instant::now();
+        intake.observe(Path::new("a/cat.png"), file(10), t0);
+        assert!(intake.observe(Path::new("a/cat.yaml"), file(5), t0 + 200 * MS).is_none());
+        assert!(intake.take_ready(t0 + 250 * MS, 10).is_empty(), "sidecar not settled");
+        let ready = intake.take_ready(t0 + 320 * MS, 10);
+        match &ready[..] {
+            [Decision::Image { sidecar: Some(s), .. }] => assert_eq!(s, Path::new("a/cat.yaml")),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(intake.tracked_paths().count(), 0);
+    }
+
+    #[test]
+    fn full_name_sidecar_beats_stem_sidecar() {
+        let mut intake = Intake::new(timings(), true);
+        let t0 = Instant::now();
+        intake.observe(Path::new("cat.png"), file(10), t0);
+        intake.observe(Path::new("cat.yaml"), file(5), t0);
+        intake.observe(Path::new("cat.png.txt"), file(5), t0);
+        let ready = intake.take_ready(t0 + 150 * MS, 10);
+        match &ready[..] {
+            [Decision::Image { sidecar: Some(s), .. }] => assert_eq!(s, Path::new("cat.png.txt")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn orphan_sidecar_is_quarantined_after_orphan_after_but_left_in_once_mode() {
+        let t0 = Instant::now();
+        let mut daemon = Intake::new(timings(), false);
+        daemon.observe(Path::new("dog.yaml"), file(5), t0);
+        assert!(daemon.take_ready(t0 + 500 * MS, 10).is_empty());
+        let ready = daemon.take_ready(t0 + 1100 * MS, 10);
+        assert!(matches!(&ready[..], [Decision::Stray { reason: Reason::OrphanSidecar, .. }]));
+
+        let mut once = Intake::new(timings(), true);
+        once.observe(Path::new("dog.yaml"), file(5), t0);
+        assert!(once.take_ready(t0 + 5000 * MS, 10).is_empty());
+        assert_eq!(once.pending(), 0, "--once waits for no missing image");
+    }
+
+    #[test]
+    fn specials_and_unknown_files_become_strays() {
+        let mut intake = Intake::new(timings(), false);
+        let t0 = Instant::now();
+        let special = Some(Snapshot { kind: EntryType::Special, size: 0, mtime: None, ctime_ns: 0 });
+        intake.observe(Path::new("link.png"), special, t0);
+        intake.observe(Path::new("notes.pdf"), file(3), t0);
+        intake.observe(Path::new("_defaults.yaml"), file(3), t0);
+        let mut reasons: Vec<_> = intake
+            .take_ready(t0 + 150 * MS, 10)
+            .into_iter()
+            .map(|d| match d {
+                Decision::Stray { reason, .. } => reason,
+                Decision::Image { .. } => panic!("not an image"),
+            })
+            .collect();
+        reasons.sort_by_key(|r| r.name());
+        assert_eq!(reasons, vec![Reason::NotRegularFile, Reason::UnsupportedFormat]);
+    }
+
+    #[test]
+    fn capacity_limits_how_many_are_handed_over() {
+        let mut intake = Intake::new(timings(), true);
+        let t0 = Instant::now();
+        for i in 0..5 {
+            intake.observe(Path::new(&format!("{i}.png")), file(1), t0);
+        }
+        assert_eq!(intake.take_ready(t0 + 150 * MS, 2).len(), 2);
+        assert_eq!(intake.pending(), 3);
+    }
+}

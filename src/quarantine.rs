@@ -136,3 +136,14 @@ pub fn now_rfc3339() -> String {
 pub fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
+
+/// What `error.json` says of an entry quarantined as soon as it is claimed.
+#[must_use]
+pub fn stray_message(reason: Reason) -> String {
+    match reason {
+        Reason::NotRegularFile => "this entry is a symlink, FIFO, socket or device, which remixd never opens or follows; it was moved here as it is. Put the image file itself in the inbox".into(),
+        Reason::OrphanSidecar => "this sidecar's image never arrived (watch.orphan_after); drop the image and requeue, or delete this".into(),
+        Reason::UnsupportedFormat => "remixd only takes PNG, JPEG or WebP images (.png .jpg .jpeg .webp) and their sidecars (.yaml .yml .json .txt); convert the file and drop it in again".into(),
+        other => format!("quarantined: {}", other.name()),
+    }
+}
