@@ -26,7 +26,11 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         ("work_dir", &config.work_dir),
     ] {
         if let Err(e) = probe_writable(dir) {
-            problems.push(format!("{}: {key}: {} is not writable: {e}", config.path.display(), dir.display()));
+            problems.push(format!(
+                "{}: {key}: {} is not writable: {e}",
+                config.path.display(),
+                dir.display()
+            ));
         }
     }
     if problems.is_empty() {
@@ -45,5 +49,8 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
 }
 
 fn probe_writable(dir: &Path) -> std::io::Result<()> {
-    tempfile::Builder::new().prefix(".remixd-check-").tempfile_in(dir).map(drop)
+    tempfile::Builder::new()
+        .prefix(".remixd-check-")
+        .tempfile_in(dir)
+        .map(drop)
 }

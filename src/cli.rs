@@ -14,7 +14,12 @@ use crate::{check, daemon, logging};
 
 /// remixd: turns a folder into a queue for the Ideogram 3.0 Remix API.
 #[derive(Debug, Parser)]
-#[command(name = "remixd", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "remixd",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// What to do (default: run).
     #[command(subcommand)]
@@ -39,6 +44,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArg {
     /// Config file (default: $REMIXD_CONFIG, else /etc/remixd/config.yaml).
+    #[allow(clippy::doc_markdown)] // clap shows this text as the option's help
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -96,11 +102,19 @@ fn dispatch(cli: Cli) -> Result<(), DaemonError> {
 }
 
 fn load(arg: &ConfigArg, overrides: Overrides) -> Result<Config, DaemonError> {
-    Ok(config::load(&config::resolve_path(arg.config.as_deref()), overrides)?)
+    Ok(config::load(
+        &config::resolve_path(arg.config.as_deref()),
+        overrides,
+    )?)
 }
 
 fn run(args: &RunArgs) -> Result<(), DaemonError> {
-    let config = load(&args.config, Overrides { dry_run: args.dry_run })?;
+    let config = load(
+        &args.config,
+        Overrides {
+            dry_run: args.dry_run,
+        },
+    )?;
     apply_umask(config.umask);
     logging::init(config.logging.format, &config.logging.level)
         .map_err(|e| DaemonError::Logging(e.to_string()))?;

@@ -1805,7 +1805,7 @@ mod tests {
     }
 
     #[test]
-    
+
     fn the_example_config_loads() {
         let cfg = load(&example_path(), Overrides { dry_run: true }).unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -1818,7 +1818,7 @@ mod tests {
     }
 
     #[test]
-    
+
     fn config_defaults_lie_over_the_builtin_ones() {
         let (_dir, cfg) = load_ok(&format!(
             "{FOLDERS}defaults:\n  prompt: a watercolour\n  num_images: 2\n"

@@ -23,7 +23,7 @@ use crate::journal;
 use crate::pipeline::{self, Ctx};
 use crate::shutdown::Shutdown;
 use crate::systemd;
-use crate::watch::{self, RescanReason, Scope, WatchMsg};
+use crate::watch::{self, Entry, RescanReason, Scope, WatchMsg};
 
 /// How this run behaves.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,17 +33,37 @@ pub struct RunOptions {
 }
 
 /// Runs the daemon until `shutdown` fires (or, with `once`, until the work at start is done).
-pub async fn run(config: Config, options: RunOptions, shutdown: Shutdown) -> Result<(), DaemonError> {
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: Shutdown,
+) -> Result<(), DaemonError> {
     config.prepare_folders()?;
     let api = ApiClient::new(&config.api).map_err(|e| DaemonError::Http(e.to_string()))?;
     let scope = Scope {
         inbox: config.inbox.clone(),
-        exclude: vec![config.work_dir.clone(), config.outbox.clone(), config.quarantine.clone()],
+        exclude: vec![
+            config.work_dir.clone(),
+            config.outbox.clone(),
+            config.quarantine.clone(),
+        ],
     };
-    let ctx = Arc::new(Ctx { gate: Gate::new(&config), api, stats: pipeline::Stats::default(), config });
+    let ctx = Arc::new(Ctx {
+        gate: Gate::new(&config),
+        api,
+        stats: pipeline::Stats::default(),
+        config,
+    });
     let (tx, rx) = mpsc::channel(4096);
     let (watcher, chosen) = if options.once {
-        (None, watch::Chosen { native: false, poll: false, why: "--once: one scan, no watching".into() })
+        (
+            None,
+            watch::Chosen {
+                native: false,
+                poll: false,
+                why: "--once: one scan, no watching".into(),
+            },
+        )
     } else {
         let (w, c) = watch::start(&scope, ctx.config.watch.mode, tx);
         (Some(w), c)
@@ -58,7 +78,10 @@ pub async fn run(config: Config, options: RunOptions, shutdown: Shutdown) -> Res
         quarantine = %ctx.config.quarantine.display(), provider = ctx.config.api.provider.name(),
         watch_mode = mode, "remixd started");
     info!(event = events::WATCH_MODE, watch_mode = mode, why = %chosen.why, "watching the inbox");
-    let jobs = Jobs { tracker: TaskTracker::new(), hard_stop: CancellationToken::new() };
+    let jobs = Jobs {
+        tracker: TaskTracker::new(),
+        hard_stop: CancellationToken::new(),
+    };
     for dir in journal::list(&ctx.config.work_dir)? {
         let ctx = Arc::clone(&ctx);
         jobs.spawn(pipeline::run_resumed(ctx, dir));
@@ -92,17 +115,29 @@ async fn drain(ctx: &Ctx, jobs: &Jobs, shutdown: &Shutdown) {
     let signal = shutdown.signal();
     if signal.is_some() {
         systemd::stopping();
-        info!(event = events::DAEMON_STOPPING, signal, in_flight,
-            "stopping: no new claims; in-flight jobs get {}", humantime::format_duration(ctx.config.shutdown_grace));
+        info!(
+            event = events::DAEMON_STOPPING,
+            signal,
+            in_flight,
+            "stopping: no new claims; in-flight jobs get {}",
+            humantime::format_duration(ctx.config.shutdown_grace)
+        );
     }
     jobs.tracker.close();
-    if tokio::time::timeout(ctx.config.shutdown_grace, jobs.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(ctx.config.shutdown_grace, jobs.tracker.wait())
+        .await
+        .is_err()
+    {
         jobs.hard_stop.cancel();
         jobs.tracker.wait().await;
     }
     let left = journal::list(&ctx.config.work_dir).map_or(0, |l| l.len());
-    info!(event = events::DAEMON_STOPPED, signal, in_flight = left,
-        "stopped; {left} unfinished job(s) will resume at the next start");
+    info!(
+        event = events::DAEMON_STOPPED,
+        signal,
+        in_flight = left,
+        "stopped; {left} unfinished job(s) will resume at the next start"
+    );
 }
 
 struct IntakeLoop {
@@ -117,9 +152,20 @@ struct IntakeLoop {
 }
 
 impl IntakeLoop {
-    fn new(ctx: &Arc<Ctx>, scope: Scope, once: bool, poll: bool, watcher: Option<watch::Watcher>, rx: mpsc::Receiver<WatchMsg>) -> Self {
+    fn new(
+        ctx: &Arc<Ctx>,
+        scope: Scope,
+        once: bool,
+        poll: bool,
+        watcher: Option<watch::Watcher>,
+        rx: mpsc::Receiver<WatchMsg>,
+    ) -> Self {
         let w = &ctx.config.watch;
-        let timings = IntakeTimings { settle: w.settle, sidecar_wait: w.sidecar_wait, orphan_after: w.orphan_after };
+        let timings = IntakeTimings {
+            settle: w.settle,
+            sidecar_wait: w.sidecar_wait,
+            orphan_after: w.orphan_after,
+        };
         // Jobs past the API's concurrency wait claimed in the work area; keeping that queue
         // short leaves the rest in the inbox for other remixd processes to take.
         let slots = ctx.config.limits.concurrency * 2 + 2;
@@ -145,7 +191,8 @@ impl IntakeLoop {
         let mut rescan = interval_after(cfg.watch.rescan_interval);
         let mut poll = interval_after(cfg.watch.poll_interval);
         let mut stats = interval_after(cfg.logging.stats_interval);
-        let mut dog = interval_after(systemd::watchdog_period().unwrap_or(Duration::from_secs(3600)));
+        let mut dog =
+            interval_after(systemd::watchdog_period().unwrap_or(Duration::from_secs(3600)));
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -169,14 +216,17 @@ impl IntakeLoop {
     }
 
     fn changed(&mut self, WatchMsg::Changed(path): WatchMsg) {
-        let Some(rel) = self.scope.relative(&path) else { return };
+        let Some(rel) = self.scope.relative(&path) else {
+            return;
+        };
         if self.once {
             return;
         }
         match self.scope.stat(&rel) {
-            Ok(snap) => self.observe(&rel, snap),
+            Entry::Seen(snap) => self.observe(&rel, Some(snap)),
+            Entry::Gone => self.observe(&rel, None),
             // A new folder: files may have landed in it before its watch was added.
-            Err(()) => {
+            Entry::Folder => {
                 for (found, snap) in self.scope.scan(&rel) {
                     self.observe(&found, Some(snap));
                 }
@@ -192,13 +242,27 @@ impl IntakeLoop {
 
     fn full_scan(&mut self, reason: RescanReason) {
         if reason == RescanReason::Poll {
-            debug!(event = events::WATCH_RESCAN, reason = reason.name(), "polling the inbox");
+            debug!(
+                event = events::WATCH_RESCAN,
+                reason = reason.name(),
+                "polling the inbox"
+            );
         } else {
-            info!(event = events::WATCH_RESCAN, reason = reason.name(), "scanning the whole inbox");
+            info!(
+                event = events::WATCH_RESCAN,
+                reason = reason.name(),
+                "scanning the whole inbox"
+            );
         }
         let found = self.scope.scan(std::path::Path::new(""));
-        let seen: std::collections::HashSet<PathBuf> = found.iter().map(|(p, _)| p.clone()).collect();
-        let gone: Vec<PathBuf> = self.intake.tracked_paths().filter(|p| !seen.contains(*p)).map(PathBuf::from).collect();
+        let seen: std::collections::HashSet<PathBuf> =
+            found.iter().map(|(p, _)| p.clone()).collect();
+        let gone: Vec<PathBuf> = self
+            .intake
+            .tracked_paths()
+            .filter(|p| !seen.contains(*p))
+            .map(PathBuf::from)
+            .collect();
         for rel in gone {
             self.intake.observe(&rel, None, Instant::now());
         }
@@ -210,8 +274,10 @@ impl IntakeLoop {
     fn restat(&mut self) {
         let paths: Vec<PathBuf> = self.intake.tracked_paths().map(PathBuf::from).collect();
         for rel in paths {
-            if let Ok(snap) = self.scope.stat(&rel) {
-                self.intake.observe(&rel, snap, Instant::now());
+            match self.scope.stat(&rel) {
+                Entry::Seen(snap) => self.observe(&rel, Some(snap)),
+                Entry::Gone => self.observe(&rel, None),
+                Entry::Folder => {}
             }
         }
     }
@@ -234,10 +300,16 @@ impl IntakeLoop {
 
     fn stats(&self) {
         let s = &self.ctx.stats;
-        info!(event = events::DAEMON_STATS, pending = self.intake.pending(),
-            in_flight = s.in_flight.load(Ordering::Relaxed), completed = s.completed.load(Ordering::Relaxed),
-            quarantined = s.quarantined.load(Ordering::Relaxed), images_today = self.ctx.gate.images_today(),
-            api_paused = self.ctx.gate.paused().is_some(), "counts");
+        info!(
+            event = events::DAEMON_STATS,
+            pending = self.intake.pending(),
+            in_flight = s.in_flight.load(Ordering::Relaxed),
+            completed = s.completed.load(Ordering::Relaxed),
+            quarantined = s.quarantined.load(Ordering::Relaxed),
+            images_today = self.ctx.gate.images_today(),
+            api_paused = self.ctx.gate.paused().is_some(),
+            "counts"
+        );
         systemd::status(&self.status_line());
     }
 
@@ -249,27 +321,64 @@ impl IntakeLoop {
             s.in_flight.load(Ordering::Relaxed),
             s.completed.load(Ordering::Relaxed),
             s.quarantined.load(Ordering::Relaxed),
-            self.ctx.gate.paused().map_or(String::new(), |r| format!(", API paused ({})", r.name())),
+            self.ctx
+                .gate
+                .paused()
+                .map_or(String::new(), |r| format!(", API paused ({})", r.name())),
         )
     }
 }
 
 fn claim_request(decision: Decision) -> ClaimRequest {
     let split = |p: &std::path::Path| {
-        let subdir = p.parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
-        let file = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let subdir = p
+            .parent()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         (subdir, file)
     };
     match decision {
-        Decision::Image { job_id, detected_at, image, sidecar } => {
+        Decision::Image {
+            job_id,
+            detected_at,
+            image,
+            sidecar,
+        } => {
             let (subdir, file) = split(&image);
             let sidecar = sidecar.map(|s| split(&s).1);
-            ClaimRequest { job_id, detected_at, source: SourceRef { subdir, file, sidecar }, input: Input::Image }
+            ClaimRequest {
+                job_id,
+                detected_at,
+                source: SourceRef {
+                    subdir,
+                    file,
+                    sidecar,
+                },
+                input: Input::Image,
+            }
         }
-        Decision::Stray { job_id, detected_at, path, reason } => {
+        Decision::Stray {
+            job_id,
+            detected_at,
+            path,
+            reason,
+        } => {
             let (subdir, file) = split(&path);
             let message = crate::quarantine::stray_message(reason);
-            ClaimRequest { job_id, detected_at, source: SourceRef { subdir, file, sidecar: None }, input: Input::Stray { reason, message } }
+            ClaimRequest {
+                job_id,
+                detected_at,
+                source: SourceRef {
+                    subdir,
+                    file,
+                    sidecar: None,
+                },
+                input: Input::Stray { reason, message },
+            }
         }
     }
 }

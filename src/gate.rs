@@ -117,7 +117,9 @@ impl Gate {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits until a request asking for `num_images` may start.
@@ -131,7 +133,11 @@ impl Gate {
                     let request = Arc::clone(&self.requests).acquire_owned().await;
                     let images = Arc::clone(&self.images).acquire_many_owned(wanted).await;
                     if let (Ok(r), Ok(i)) = (request, images) {
-                        return Permit { _request: r, _images: i, probe };
+                        return Permit {
+                            _request: r,
+                            _images: i,
+                            probe,
+                        };
                     }
                 }
                 Err(until) => {
@@ -238,8 +244,12 @@ impl State {
         self.last_success = Some(now);
         self.slowdown = (self.slowdown / 2).max(1);
         if let Some(p) = self.paused.take() {
-            info!(event = events::API_RESUMED, reason = p.reason.name(), retry_in_ms = 0u64,
-                "the API works again; submissions resume");
+            info!(
+                event = events::API_RESUMED,
+                reason = p.reason.name(),
+                retry_in_ms = 0u64,
+                "the API works again; submissions resume"
+            );
         }
     }
 
@@ -250,21 +260,38 @@ impl State {
             None => self.initial_backoff.min(self.max_backoff),
         };
         let first = self.paused.is_none();
-        self.paused = Some(Paused { reason, probe_at: now + backoff, backoff, probing: false });
+        self.paused = Some(Paused {
+            reason,
+            probe_at: now + backoff,
+            backoff,
+            probing: false,
+        });
         let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
         if first {
-            warn!(event = events::API_PAUSED, reason = reason.name(), retry_in_ms,
-                "submissions paused: {}; every job stays pending", pause_text(reason));
+            warn!(
+                event = events::API_PAUSED,
+                reason = reason.name(),
+                retry_in_ms,
+                "submissions paused: {}; every job stays pending",
+                pause_text(reason)
+            );
         } else {
-            tracing::debug!(event = events::API_PAUSED, reason = reason.name(), retry_in_ms,
-                "the probe failed; still paused");
+            tracing::debug!(
+                event = events::API_PAUSED,
+                reason = reason.name(),
+                retry_in_ms,
+                "the probe failed; still paused"
+            );
         }
     }
 
     fn roll_day(&mut self) {
         let today = crate::publish::utc_date();
         if self.usage.day != today {
-            self.usage = Usage { day: today, images: 0 };
+            self.usage = Usage {
+                day: today,
+                images: 0,
+            };
         }
     }
 
@@ -285,16 +312,27 @@ impl State {
             return;
         }
         let wait = until_next_utc_day();
-        self.paused = Some(Paused { reason: PauseReason::Budget, probe_at: now + wait, backoff: wait, probing: false });
+        self.paused = Some(Paused {
+            reason: PauseReason::Budget,
+            probe_at: now + wait,
+            backoff: wait,
+            probing: false,
+        });
         let retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-        warn!(event = events::API_PAUSED, reason = "budget", retry_in_ms,
-            "limits.daily_image_budget ({budget}) is spent for today; submissions resume at 00:00 UTC");
+        warn!(
+            event = events::API_PAUSED,
+            reason = "budget",
+            retry_in_ms,
+            "limits.daily_image_budget ({budget}) is spent for today; submissions resume at 00:00 UTC"
+        );
     }
 }
 
 fn pause_text(reason: PauseReason) -> &'static str {
     match reason {
-        PauseReason::Unauthorized => "the API refuses the key (check api.api_key_file or the key variable)",
+        PauseReason::Unauthorized => {
+            "the API refuses the key (check api.api_key_file or the key variable)"
+        }
         PauseReason::Balance => "the account's balance is spent (top it up)",
         PauseReason::Unavailable => "the API or the network is unavailable",
         PauseReason::Budget => "the daily image budget is spent",

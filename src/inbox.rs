@@ -201,7 +201,12 @@ impl Intake {
 
     /// Records what `lstat` says of `rel` now (`None`: gone). Returns the entry if it is new
     /// and will become a job.
-    pub fn observe(&mut self, rel: &Path, snap: Option<Snapshot>, now: Instant) -> Option<Detected> {
+    pub fn observe(
+        &mut self,
+        rel: &Path,
+        snap: Option<Snapshot>,
+        now: Instant,
+    ) -> Option<Detected> {
         let Some(snap) = snap else {
             self.tracked.remove(rel);
             return None;
@@ -304,13 +309,23 @@ impl Intake {
         }
     }
 
-    fn decide_image(&self, rel: &Path, t: &Tracked, now: Instant, settled_at: Instant) -> Option<Decision> {
+    fn decide_image(
+        &self,
+        rel: &Path,
+        t: &Tracked,
+        now: Instant,
+        settled_at: Instant,
+    ) -> Option<Decision> {
         let name = rel.file_name()?.to_string_lossy().into_owned();
         let parent = rel.parent().unwrap_or(Path::new(""));
         let sidecar = sidecar::sidecar_candidates(&name)
             .into_iter()
             .map(|c| parent.join(c))
-            .find(|c| self.tracked.get(c).is_some_and(|s| s.snap.kind == EntryType::File));
+            .find(|c| {
+                self.tracked
+                    .get(c)
+                    .is_some_and(|s| s.snap.kind == EntryType::File)
+            });
         match &sidecar {
             Some(s) => {
                 self.tracked.get(s)?.settled(now, self.timings.settle)?;
@@ -352,23 +367,42 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn timings() -> IntakeTimings {
-        IntakeTimings { settle: 100 * MS, sidecar_wait: 300 * MS, orphan_after: 1000 * MS }
+        IntakeTimings {
+            settle: 100 * MS,
+            sidecar_wait: 300 * MS,
+            orphan_after: 1000 * MS,
+        }
     }
 
+    #[allow(clippy::unnecessary_wraps)] // reads like the observation it stands for
     fn file(size: u64) -> Option<Snapshot> {
-        Some(Snapshot { kind: EntryType::File, size, mtime: None, ctime_ns: 0 })
+        Some(Snapshot {
+            kind: EntryType::File,
+            size,
+            mtime: None,
+            ctime_ns: 0,
+        })
     }
 
     #[test]
     fn classifies_names() {
         assert_eq!(classify_name(OsStr::new("cat.PNG")), NameKind::Image);
         assert_eq!(classify_name(OsStr::new("cat.jpeg")), NameKind::Image);
-        assert_eq!(classify_name(OsStr::new("cat.yml")), NameKind::Sidecar(SidecarKind::Yaml));
-        assert_eq!(classify_name(OsStr::new("_defaults.yaml")), NameKind::Defaults);
+        assert_eq!(
+            classify_name(OsStr::new("cat.yml")),
+            NameKind::Sidecar(SidecarKind::Yaml)
+        );
+        assert_eq!(
+            classify_name(OsStr::new("_defaults.yaml")),
+            NameKind::Defaults
+        );
         assert_eq!(classify_name(OsStr::new(".cat.png")), NameKind::Ignored);
         assert_eq!(classify_name(OsStr::new("~cat.png")), NameKind::Ignored);
         assert_eq!(classify_name(OsStr::new("cat.png.part")), NameKind::Ignored);
-        assert_eq!(classify_name(OsStr::new("cat.crdownload")), NameKind::Ignored);
+        assert_eq!(
+            classify_name(OsStr::new("cat.crdownload")),
+            NameKind::Ignored
+        );
         assert_eq!(classify_name(OsStr::new("notes.pdf")), NameKind::Other);
         assert_eq!(classify_name(OsStr::new("README")), NameKind::Other);
     }
@@ -378,10 +412,19 @@ mod tests {
         let mut intake = Intake::new(timings(), false);
         let t0 = Instant::now();
         assert!(intake.observe(Path::new("cat.png"), file(10), t0).is_some());
-        assert!(intake.take_ready(t0 + 50 * MS, 10).is_empty(), "not settled yet");
-        assert!(intake.take_ready(t0 + 200 * MS, 10).is_empty(), "waiting for a sidecar");
+        assert!(
+            intake.take_ready(t0 + 50 * MS, 10).is_empty(),
+            "not settled yet"
+        );
+        assert!(
+            intake.take_ready(t0 + 200 * MS, 10).is_empty(),
+            "waiting for a sidecar"
+        );
         let ready = intake.take_ready(t0 + 450 * MS, 10);
-        assert!(matches!(&ready[..], [Decision::Image { sidecar: None, .. }]));
+        assert!(matches!(
+            &ready[..],
+            [Decision::Image { sidecar: None, .. }]
+        ));
         assert_eq!(intake.pending(), 0);
     }
 
@@ -391,7 +434,10 @@ mod tests {
         let t0 = Instant::now();
         intake.observe(Path::new("cat.png"), file(10), t0);
         intake.observe(Path::new("cat.png"), file(20), t0 + 90 * MS);
-        assert!(intake.take_ready(t0 + 150 * MS, 10).is_empty(), "size changed at 90ms");
+        assert!(
+            intake.take_ready(t0 + 150 * MS, 10).is_empty(),
+            "size changed at 90ms"
+        );
         assert_eq!(intake.take_ready(t0 + 200 * MS, 10).len(), 1);
     }
 
@@ -400,11 +446,22 @@ mod tests {
         let mut intake = Intake::new(timings(), false);
         let t0 = Instant::now();
         intake.observe(Path::new("a/cat.png"), file(10), t0);
-        assert!(intake.observe(Path::new("a/cat.yaml"), file(5), t0 + 200 * MS).is_none());
-        assert!(intake.take_ready(t0 + 250 * MS, 10).is_empty(), "sidecar not settled");
+        assert!(
+            intake
+                .observe(Path::new("a/cat.yaml"), file(5), t0 + 200 * MS)
+                .is_none()
+        );
+        assert!(
+            intake.take_ready(t0 + 250 * MS, 10).is_empty(),
+            "sidecar not settled"
+        );
         let ready = intake.take_ready(t0 + 320 * MS, 10);
         match &ready[..] {
-            [Decision::Image { sidecar: Some(s), .. }] => assert_eq!(s, Path::new("a/cat.yaml")),
+            [
+                Decision::Image {
+                    sidecar: Some(s), ..
+                },
+            ] => assert_eq!(s, Path::new("a/cat.yaml")),
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(intake.tracked_paths().count(), 0);
@@ -419,7 +476,11 @@ mod tests {
         intake.observe(Path::new("cat.png.txt"), file(5), t0);
         let ready = intake.take_ready(t0 + 150 * MS, 10);
         match &ready[..] {
-            [Decision::Image { sidecar: Some(s), .. }] => assert_eq!(s, Path::new("cat.png.txt")),
+            [
+                Decision::Image {
+                    sidecar: Some(s), ..
+                },
+            ] => assert_eq!(s, Path::new("cat.png.txt")),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -431,7 +492,13 @@ mod tests {
         daemon.observe(Path::new("dog.yaml"), file(5), t0);
         assert!(daemon.take_ready(t0 + 500 * MS, 10).is_empty());
         let ready = daemon.take_ready(t0 + 1100 * MS, 10);
-        assert!(matches!(&ready[..], [Decision::Stray { reason: Reason::OrphanSidecar, .. }]));
+        assert!(matches!(
+            &ready[..],
+            [Decision::Stray {
+                reason: Reason::OrphanSidecar,
+                ..
+            }]
+        ));
 
         let mut once = Intake::new(timings(), true);
         once.observe(Path::new("dog.yaml"), file(5), t0);
@@ -443,7 +510,12 @@ mod tests {
     fn specials_and_unknown_files_become_strays() {
         let mut intake = Intake::new(timings(), false);
         let t0 = Instant::now();
-        let special = Some(Snapshot { kind: EntryType::Special, size: 0, mtime: None, ctime_ns: 0 });
+        let special = Some(Snapshot {
+            kind: EntryType::Special,
+            size: 0,
+            mtime: None,
+            ctime_ns: 0,
+        });
         intake.observe(Path::new("link.png"), special, t0);
         intake.observe(Path::new("notes.pdf"), file(3), t0);
         intake.observe(Path::new("_defaults.yaml"), file(3), t0);
@@ -456,7 +528,10 @@ mod tests {
             })
             .collect();
         reasons.sort_by_key(|r| r.name());
-        assert_eq!(reasons, vec![Reason::NotRegularFile, Reason::UnsupportedFormat]);
+        assert_eq!(
+            reasons,
+            vec![Reason::NotRegularFile, Reason::UnsupportedFormat]
+        );
     }
 
     #[test]

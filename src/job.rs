@@ -32,7 +32,9 @@ impl JobId {
     /// Reads an id back from a job folder's name, refusing anything that is not a ULID.
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
-        ulid::Ulid::from_string(text).ok().map(|u| Self(u.to_string()))
+        ulid::Ulid::from_string(text)
+            .ok()
+            .map(|u| Self(u.to_string()))
     }
 }
 

@@ -36,8 +36,8 @@ pub mod publish;
 pub mod quarantine;
 pub mod requeue;
 pub mod shutdown;
-pub mod systemd;
 pub mod sidecar;
+pub mod systemd;
 pub mod watch;
 
 /// The version recorded in metadata, error files and logs.

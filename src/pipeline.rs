@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::api::{Answer, ApiClient, OutputItem, Outcome};
+use crate::api::{Answer, ApiClient, Outcome, OutputItem};
 use crate::claim::{self, Claim, ClaimRequest};
 use crate::config::{Config, Provider};
 use crate::download::{self, DownloadError, DownloadLimits, Downloaded};
@@ -87,7 +87,8 @@ pub async fn run_resumed(ctx: Arc<Ctx>, dir: JobDir) {
             return;
         }
     };
-    let span = info_span!("job", job_id = %record.job_id, file = %record.source.rel_path().display());
+    let span =
+        info_span!("job", job_id = %record.job_id, file = %record.source.rel_path().display());
     async move {
         info!(event = events::JOB_RESUMED, stage = record.stage.name(), "resuming an unfinished job");
         if let Stage::Submitting { attempt } = record.stage {
@@ -212,85 +213,181 @@ async fn submit_loop(
     image: ImageInfo,
 ) -> Result<Result<Answer, Verdict>, FsError> {
     let Some(request) = rec.request.clone() else {
-        return Ok(Err(Verdict::file(Reason::InvalidSidecar, "no request could be built")));
+        return Ok(Err(Verdict::file(
+            Reason::InvalidSidecar,
+            "no request could be built",
+        )));
     };
     let path = dir.files().join(&rec.source.file);
-    let retry = &ctx.config.retry;
-    let mut failures = 0u32;
-    let mut first_failure: Option<Instant> = None;
+    let mut retries = Retries::default();
     loop {
         let permit = ctx.gate.admit(request.num_images).await;
         rec.attempts += 1;
-        rec.stage = Stage::Submitting { attempt: rec.attempts };
+        rec.stage = Stage::Submitting {
+            attempt: rec.attempts,
+        };
         rec.timings.submitted_at = Some(SystemTime::now());
         dir.write(rec)?;
-        info!(event = events::JOB_SUBMITTED, attempt = rec.attempts, "sending the remix request");
+        info!(
+            event = events::JOB_SUBMITTED,
+            attempt = rec.attempts,
+            "sending the remix request"
+        );
         let started = Instant::now();
-        let outcome = ctx.api.submit(&path, &rec.source.file, image.format, &request).await?;
+        let outcome = ctx
+            .api
+            .submit(&path, &rec.source.file, image.format, &request)
+            .await?;
         let api_ms = started.elapsed().as_millis() as u64;
         rec.timings.api_ms += api_ms;
         let probe = permit.probe;
         drop(permit);
-        let (delay, status, error) = match outcome {
-            Outcome::Answer(answer) => {
-                let images = answer.items.iter().filter(|i| i.url.is_some()).count();
-                ctx.gate.report(Signal::Images(images as u32), probe);
-                info!(event = events::JOB_RESPONDED, http_status = answer.http_status, api_ms,
-                    images, "the API answered");
-                return Ok(Ok(answer));
+        if let Outcome::Answer(answer) = &outcome {
+            let images = answer.items.iter().filter(|i| i.url.is_some()).count();
+            info!(
+                event = events::JOB_RESPONDED,
+                http_status = answer.http_status,
+                api_ms,
+                images,
+                "the API answered"
+            );
+        }
+        match retries.judge(ctx, outcome, probe, started) {
+            Next::Done(end) => return Ok(end),
+            Next::Retry {
+                delay,
+                http_status,
+                error,
+            } => {
+                info!(event = events::JOB_RETRY, attempt = rec.attempts,
+                    delay_ms = delay.as_millis() as u64, error = %error, http_status,
+                    "the request will be sent again");
+                tokio::time::sleep(delay).await;
             }
-            Outcome::Rejected { http_status, api_error, message } => {
-                ctx.gate.report(Signal::Answered, probe);
-                return Ok(Err(api_verdict(Reason::RejectedByApi, http_status, api_error, message)));
-            }
-            Outcome::Unsafe { http_status, api_error, message } => {
-                ctx.gate.report(Signal::Answered, probe);
-                return Ok(Err(api_verdict(Reason::UnsafeContent, http_status, api_error, message)));
-            }
-            Outcome::BadResponse { http_status, api_error, message } => {
-                ctx.gate.report(Signal::Answered, probe);
-                return Ok(Err(api_verdict(Reason::BadResponse, http_status, api_error, message)));
-            }
-            Outcome::RateLimited { retry_after } => {
-                ctx.gate.report(Signal::RateLimited(retry_after), probe);
-                let delay = retry_after.unwrap_or_else(|| backoff(retry, failures + 1));
-                (delay, Some(429), "rate limited (HTTP 429)".to_owned())
-            }
-            Outcome::Pause { reason, http_status, message, .. } => {
-                ctx.gate.report(Signal::Pause(reason), probe);
-                (Duration::ZERO, Some(http_status), message)
-            }
-            Outcome::Transient { http_status, message } => {
-                ctx.gate.report(Signal::Transient, probe);
-                if ctx.gate.paused().is_some() {
-                    (Duration::ZERO, http_status, message)
-                } else {
-                    failures += 1;
-                    let since = *first_failure.get_or_insert(started);
-                    if failures >= retry.max_attempts {
-                        if ctx.gate.worked_since(since) {
-                            return Ok(Err(Verdict {
-                                reason: Reason::RetriesExhausted,
-                                message: format!("{} requests for this image failed ({message}) while the API worked for other jobs; requeue it to try again", failures),
-                                http_status,
-                                api_error: None,
-                            }));
-                        }
-                        failures = 0;
-                        first_failure = None;
-                    }
-                    (backoff(retry, failures.max(1)), http_status, message)
-                }
-            }
-        };
-        info!(event = events::JOB_RETRY, attempt = rec.attempts, delay_ms = delay.as_millis() as u64,
-            error = %error, http_status = status, "the request will be sent again");
-        tokio::time::sleep(delay).await;
+        }
     }
 }
 
-fn api_verdict(reason: Reason, http_status: u16, api_error: Option<String>, message: String) -> Verdict {
-    Verdict { reason, message, http_status: Some(http_status), api_error }
+/// What to do after one request.
+enum Next {
+    Done(Result<Answer, Verdict>),
+    Retry {
+        delay: Duration,
+        http_status: Option<u16>,
+        error: String,
+    },
+}
+
+/// A job's count of transient failures, for `retry.max_attempts`.
+#[derive(Default)]
+struct Retries {
+    failures: u32,
+    first_failure: Option<Instant>,
+}
+
+impl Retries {
+    /// Reports `outcome` to the gate and decides: an end for the job, or a retry after a delay.
+    fn judge(&mut self, ctx: &Ctx, outcome: Outcome, probe: bool, started: Instant) -> Next {
+        let retry = &ctx.config.retry;
+        let refused = |reason, http_status, api_error, message| {
+            ctx.gate.report(Signal::Answered, probe);
+            Next::Done(Err(api_verdict(reason, http_status, api_error, message)))
+        };
+        match outcome {
+            Outcome::Answer(answer) => {
+                let images = answer.items.iter().filter(|i| i.url.is_some()).count();
+                ctx.gate.report(Signal::Images(images as u32), probe);
+                Next::Done(Ok(answer))
+            }
+            Outcome::Rejected {
+                http_status,
+                api_error,
+                message,
+            } => refused(Reason::RejectedByApi, http_status, api_error, message),
+            Outcome::Unsafe {
+                http_status,
+                api_error,
+                message,
+            } => refused(Reason::UnsafeContent, http_status, api_error, message),
+            Outcome::BadResponse {
+                http_status,
+                api_error,
+                message,
+            } => refused(Reason::BadResponse, http_status, api_error, message),
+            Outcome::RateLimited { retry_after } => {
+                ctx.gate.report(Signal::RateLimited(retry_after), probe);
+                let delay = retry_after.unwrap_or_else(|| backoff(retry, self.failures + 1));
+                Next::Retry {
+                    delay,
+                    http_status: Some(429),
+                    error: "rate limited (HTTP 429)".into(),
+                }
+            }
+            Outcome::Pause {
+                reason,
+                http_status,
+                message,
+                ..
+            } => {
+                ctx.gate.report(Signal::Pause(reason), probe);
+                Next::Retry {
+                    delay: Duration::ZERO,
+                    http_status: Some(http_status),
+                    error: message,
+                }
+            }
+            Outcome::Transient {
+                http_status,
+                message,
+            } => {
+                ctx.gate.report(Signal::Transient, probe);
+                if ctx.gate.paused().is_some() {
+                    return Next::Retry {
+                        delay: Duration::ZERO,
+                        http_status,
+                        error: message,
+                    };
+                }
+                self.failures += 1;
+                let since = *self.first_failure.get_or_insert(started);
+                if self.failures >= retry.max_attempts {
+                    if ctx.gate.worked_since(since) {
+                        return Next::Done(Err(Verdict {
+                            reason: Reason::RetriesExhausted,
+                            message: format!(
+                                "{} requests for this image failed ({message}) while the API worked for other jobs; requeue it to try again",
+                                self.failures
+                            ),
+                            http_status,
+                            api_error: None,
+                        }));
+                    }
+                    // Nothing worked for anyone: an outage, not this file's fault.
+                    *self = Self::default();
+                }
+                let delay = backoff(retry, self.failures.max(1));
+                Next::Retry {
+                    delay,
+                    http_status,
+                    error: message,
+                }
+            }
+        }
+    }
+}
+
+fn api_verdict(
+    reason: Reason,
+    http_status: u16,
+    api_error: Option<String>,
+    message: String,
+) -> Verdict {
+    Verdict {
+        reason,
+        message,
+        http_status: Some(http_status),
+        api_error,
+    }
 }
 
 /// Exponential backoff for the `n`th failure (1-based), capped, with ±20% jitter.
@@ -300,24 +397,40 @@ pub fn backoff(retry: &crate::config::RetryConfig, n: u32) -> Duration {
         .initial_backoff
         .saturating_mul(1u32 << n.saturating_sub(1).min(20))
         .min(retry.max_backoff);
-    exp.mul_f64(0.8 + fastrand::f64() * 0.4).min(retry.max_backoff)
+    exp.mul_f64(0.8 + fastrand::f64() * 0.4)
+        .min(retry.max_backoff)
 }
 
 /// The dry-run provider: `num_images` copies of the input, and an answer saying so.
-fn dry_run(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord, image: ImageInfo) -> Result<Answer, FsError> {
+fn dry_run(
+    ctx: &Ctx,
+    dir: &JobDir,
+    rec: &mut JobRecord,
+    image: ImageInfo,
+) -> Result<Answer, FsError> {
     let files = dir.files();
     let source = files.join(&rec.source.file);
     let n = rec.request.as_ref().map_or(1, |r| r.num_images);
     let prompt = rec.request.as_ref().and_then(|r| {
-        r.fields.iter().find(|(k, _)| k == "prompt").map(|(_, v)| v.clone())
+        r.fields
+            .iter()
+            .find(|(k, _)| k == "prompt")
+            .map(|(_, v)| v.clone())
     });
     let mut items = Vec::new();
     for i in 1..=usize::from(n) {
         let name = format!("{}-remix-{i}.{}", rec.source.stem(), image.format.ext());
         let dest = files.join(&name);
-        let bytes = std::fs::read(&source).map_err(|e| FsError { action: "copying the input (dry-run)", path: source.clone(), source: e })?;
-        crate::fsx::write_durable(&dest, &bytes)
-            .map_err(|e| FsError { action: "writing a dry-run output", path: dest.clone(), source: e })?;
+        let bytes = std::fs::read(&source).map_err(|e| FsError {
+            action: "copying the input (dry-run)",
+            path: source.clone(),
+            source: e,
+        })?;
+        crate::fsx::write_durable(&dest, &bytes).map_err(|e| FsError {
+            action: "writing a dry-run output",
+            path: dest.clone(),
+            source: e,
+        })?;
         items.push(OutputItem {
             url: None,
             prompt: prompt.clone(),
@@ -332,9 +445,19 @@ fn dry_run(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord, image: ImageInfo) -> Re
         "created": quarantine::now_rfc3339(),
         "data": items,
     });
-    info!(event = events::JOB_RESPONDED, http_status = 200u16, api_ms = 0u64, images = n,
-        "dry-run: made copies of the input instead of calling the API");
-    Ok(Answer { http_status: 200, raw, created: None, items })
+    info!(
+        event = events::JOB_RESPONDED,
+        http_status = 200u16,
+        api_ms = 0u64,
+        images = n,
+        "dry-run: made copies of the input instead of calling the API"
+    );
+    Ok(Answer {
+        http_status: 200,
+        raw,
+        created: None,
+        items,
+    })
 }
 
 /// Fetches every output not already kept. `Ok(Err)` is a verdict for the job.
@@ -346,7 +469,10 @@ async fn download_all(
 ) -> Result<Result<Vec<Option<Downloaded>>, Verdict>, FsError> {
     let files = dir.files();
     let stem = rec.source.stem().to_owned();
-    let limits = DownloadLimits { timeout: ctx.config.api.request_timeout, max_bytes: MAX_OUTPUT_BYTES };
+    let limits = DownloadLimits {
+        timeout: ctx.config.api.request_timeout,
+        max_bytes: MAX_OUTPUT_BYTES,
+    };
     let started = Instant::now();
     let mut kept = Vec::new();
     for (i, item) in answer.items.iter().enumerate() {
@@ -363,8 +489,12 @@ async fn download_all(
             Ok(done) => kept.push(Some(done)),
             Err(message) => {
                 rec.timings.download_ms += started.elapsed().as_millis() as u64;
-                return Ok(Err(Verdict::file(Reason::DownloadFailed, format!(
-                    "output {n} could not be downloaded: {message}; the outputs already fetched are kept here. Requeue the job to submit it again (this pays for a new remix)"))));
+                return Ok(Err(Verdict::file(
+                    Reason::DownloadFailed,
+                    format!(
+                        "output {n} could not be downloaded: {message}; the outputs already fetched are kept here. Requeue the job to submit it again (this pays for a new remix)"
+                    ),
+                )));
             }
         }
     }
@@ -387,7 +517,11 @@ async fn fetch_with_retry(
             Ok(done) => return Ok(Ok(done)),
             Err(DownloadError::Permanent(m)) => return Ok(Err(m)),
             Err(DownloadError::Local(m)) => {
-                return Err(FsError { action: "saving a downloaded output", path: files.to_path_buf(), source: std::io::Error::other(m) });
+                return Err(FsError {
+                    action: "saving a downloaded output",
+                    path: files.to_path_buf(),
+                    source: std::io::Error::other(m),
+                });
             }
             Err(DownloadError::Transient(m)) => {
                 failures += 1;
@@ -417,7 +551,8 @@ fn begin_publish(
         job_id: rec.job_id.to_string(),
         remixd_version: crate::VERSION.to_owned(),
         provider: ctx.config.api.provider.name().to_owned(),
-        endpoint: (ctx.config.api.provider != Provider::DryRun).then(|| ctx.api.endpoint().to_owned()),
+        endpoint: (ctx.config.api.provider != Provider::DryRun)
+            .then(|| ctx.api.endpoint().to_owned()),
         source,
         sidecar,
         request: publish::request_object(rec.request.as_ref().map_or(&[][..], |r| &r.fields)),
@@ -436,13 +571,23 @@ fn begin_publish(
         },
     };
     publish::write_metadata(&files, &metadata)?;
-    let rel = publish::render_layout(&ctx.config.layout, &rec.source, &rec.job_id, &publish::utc_date());
+    let rel = publish::render_layout(
+        &ctx.config.layout,
+        &rec.source,
+        &rec.job_id,
+        &publish::utc_date(),
+    );
     let dest = publish::free_destination(&ctx.config.outbox, &rel);
     rec.stage = Stage::Publishing { dest };
     dir.write(rec)
 }
 
-fn begin_quarantine(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord, verdict: Verdict) -> Result<(), FsError> {
+fn begin_quarantine(
+    ctx: &Ctx,
+    dir: &JobDir,
+    rec: &mut JobRecord,
+    verdict: Verdict,
+) -> Result<(), FsError> {
     let files = dir.files();
     let (source, sidecar) = job::describe(&files, &rec.source);
     let error = ErrorRecord {
@@ -459,9 +604,17 @@ fn begin_quarantine(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord, verdict: Verdi
         remixd_version: crate::VERSION.to_owned(),
     };
     quarantine::write_error(&files, &error)?;
-    let rel = publish::render_layout(&ctx.config.layout, &rec.source, &rec.job_id, &publish::utc_date());
+    let rel = publish::render_layout(
+        &ctx.config.layout,
+        &rec.source,
+        &rec.job_id,
+        &publish::utc_date(),
+    );
     let dest = publish::free_destination(&ctx.config.quarantine, &rel);
-    rec.stage = Stage::Quarantining { dest, error: Box::new(error) };
+    rec.stage = Stage::Quarantining {
+        dest,
+        error: Box::new(error),
+    };
     dir.write(rec)
 }
 

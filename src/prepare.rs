@@ -15,7 +15,11 @@ use crate::quarantine::{Reason, Verdict};
 use crate::sidecar::{self, Fields, MAX_SIDECAR_BYTES, RemixRequest, RequestError, SidecarKind};
 
 /// Checks the input in `files` and builds its request.
-pub fn prepare(config: &Config, files: &Path, source: &SourceRef) -> Result<(ImageInfo, RemixRequest), Verdict> {
+pub fn prepare(
+    config: &Config,
+    files: &Path,
+    source: &SourceRef,
+) -> Result<(ImageInfo, RemixRequest), Verdict> {
     let image = check_image(config, &files.join(&source.file))?;
     let mut fields = config.defaults.clone();
     for layer in defaults_layers(&config.inbox, &source.subdir)? {
@@ -25,37 +29,62 @@ pub fn prepare(config: &Config, files: &Path, source: &SourceRef) -> Result<(Ima
         fields = fields.overlay(read_sidecar(&files.join(name), name)?);
     }
     let request = fields.to_request(&image).map_err(|e| match e {
-        RequestError::MissingPrompt => Verdict::file(Reason::MissingPrompt, format!(
-            "{}: {e}, then requeue the job", source.file)),
-        RequestError::Invalid(m) => Verdict::file(Reason::InvalidSidecar, format!(
-            "{m}; fix the sidecar (or _defaults.yaml) and requeue the job")),
+        RequestError::MissingPrompt => Verdict::file(
+            Reason::MissingPrompt,
+            format!("{}: {e}, then requeue the job", source.file),
+        ),
+        RequestError::Invalid(m) => Verdict::file(
+            Reason::InvalidSidecar,
+            format!("{m}; fix the sidecar (or _defaults.yaml) and requeue the job"),
+        ),
     })?;
     Ok((image, request))
 }
 
 fn check_image(config: &Config, path: &Path) -> Result<ImageInfo, Verdict> {
-    let not_regular = |what: &str| Verdict::file(Reason::NotRegularFile, format!(
-        "{what}; remixd only reads plain files. Put a copy of the image itself in the inbox"));
-    let meta = std::fs::symlink_metadata(path).map_err(|e| not_regular(&format!("it cannot be examined ({e})")))?;
+    let not_regular = |what: &str| {
+        Verdict::file(
+            Reason::NotRegularFile,
+            format!(
+                "{what}; remixd only reads plain files. Put a copy of the image itself in the inbox"
+            ),
+        )
+    };
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| not_regular(&format!("it cannot be examined ({e})")))?;
     if !meta.file_type().is_file() {
-        return Err(not_regular("it is a symlink, FIFO, socket or device, not a plain file"));
+        return Err(not_regular(
+            "it is a symlink, FIFO, socket or device, not a plain file",
+        ));
     }
-    let file = fsx::open_nofollow(path).map_err(|e| not_regular(&format!("it cannot be opened as a plain file ({e})")))?;
-    let meta = file.metadata().map_err(|e| not_regular(&format!("it cannot be examined ({e})")))?;
+    let file = fsx::open_nofollow(path)
+        .map_err(|e| not_regular(&format!("it cannot be opened as a plain file ({e})")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| not_regular(&format!("it cannot be examined ({e})")))?;
     if !meta.is_file() {
         return Err(not_regular("it is not a plain file"));
     }
     if meta.nlink() > 1 {
-        return Err(not_regular("it has other hard links, so its content could change under remixd"));
+        return Err(not_regular(
+            "it has other hard links, so its content could change under remixd",
+        ));
     }
     if meta.len() == 0 {
-        return Err(Verdict::file(Reason::EmptyFile, "the file is empty (0 bytes); copy it again and requeue the job"));
+        return Err(Verdict::file(
+            Reason::EmptyFile,
+            "the file is empty (0 bytes); copy it again and requeue the job",
+        ));
     }
     let max = config.limits.max_image_bytes;
     if meta.len() > max {
-        return Err(Verdict::file(Reason::TooLarge, format!(
-            "the image is {} bytes, over the limit of {max} bytes (limits.max_image_bytes; the API takes at most 10 MiB); shrink it and drop it in again",
-            meta.len())));
+        return Err(Verdict::file(
+            Reason::TooLarge,
+            format!(
+                "the image is {} bytes, over the limit of {max} bytes (limits.max_image_bytes; the API takes at most 10 MiB); shrink it and drop it in again",
+                meta.len()
+            ),
+        ));
     }
     image_info::inspect(&mut BufReader::new(file)).map_err(|e| match e {
         ImageError::NotAnImage => Verdict::file(Reason::UnsupportedFormat,
@@ -75,15 +104,26 @@ fn defaults_layers(inbox: &Path, subdir: &str) -> Result<Vec<Fields>, Verdict> {
     for part in parts {
         if !part.is_empty() {
             dir.push(part);
-            rel = if rel.is_empty() { part.to_owned() } else { format!("{rel}/{part}") };
+            rel = if rel.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{rel}/{part}")
+            };
         }
         let path = dir.join(DEFAULTS_FILE);
         if std::fs::symlink_metadata(&path).is_err() {
             continue;
         }
-        let shown = if rel.is_empty() { DEFAULTS_FILE.to_owned() } else { format!("{rel}/{DEFAULTS_FILE}") };
+        let shown = if rel.is_empty() {
+            DEFAULTS_FILE.to_owned()
+        } else {
+            format!("{rel}/{DEFAULTS_FILE}")
+        };
         let bytes = read_capped(&path).map_err(|m| invalid(&shown, &m))?;
-        layers.push(sidecar::parse(&bytes, SidecarKind::Yaml).map_err(|e| invalid(&shown, &e.to_string()))?);
+        layers.push(
+            sidecar::parse(&bytes, SidecarKind::Yaml)
+                .map_err(|e| invalid(&shown, &e.to_string()))?,
+        );
     }
     Ok(layers)
 }
@@ -96,13 +136,19 @@ fn read_sidecar(path: &Path, name: &str) -> Result<Fields, Verdict> {
 }
 
 fn invalid(name: &str, problem: &str) -> Verdict {
-    Verdict::file(Reason::InvalidSidecar, format!("{name}: {problem}; fix it and requeue the job"))
+    Verdict::file(
+        Reason::InvalidSidecar,
+        format!("{name}: {problem}; fix it and requeue the job"),
+    )
 }
 
 /// Reads a small text file without following links, refusing more than the sidecar cap.
 fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
-    let file = fsx::open_nofollow(path).map_err(|e| format!("cannot be read as a plain file ({e})"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot be examined ({e})"))?;
+    let file =
+        fsx::open_nofollow(path).map_err(|e| format!("cannot be read as a plain file ({e})"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot be examined ({e})"))?;
     if !meta.is_file() {
         return Err("is not a plain file".into());
     }

@@ -48,8 +48,10 @@ pub fn free_destination(root: &Path, rel: &Path) -> PathBuf {
     if std::fs::symlink_metadata(&first).is_err() {
         return first;
     }
-    let name = rel.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    (2u32..)
+    let name = rel
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    (2u32..=u32::MAX)
         .map(|n| first.with_file_name(format!("{name}-{n}")))
         .find(|p| std::fs::symlink_metadata(p).is_err())
         .unwrap_or(first)
@@ -245,6 +247,9 @@ mod tests {
         ];
         let obj = request_object(&fields);
         assert_eq!(obj["prompt"], "p");
-        assert_eq!(obj["style_codes"], serde_json::json!(["AAAAAAAA", "BBBBBBBB"]));
+        assert_eq!(
+            obj["style_codes"],
+            serde_json::json!(["AAAAAAAA", "BBBBBBBB"])
+        );
     }
 }

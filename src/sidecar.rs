@@ -1604,4 +1604,3 @@ extra_fields: {new_knob: 3, label: hi}
         );
     }
 }
-

@@ -60,19 +60,22 @@ impl Scope {
         if rel.as_os_str().is_empty() || self.exclude.iter().any(|e| path.starts_with(e)) {
             return None;
         }
-        if rel.components().any(|c| inbox::is_ignored_name(c.as_os_str())) {
+        if rel
+            .components()
+            .any(|c| inbox::is_ignored_name(c.as_os_str()))
+        {
             return None;
         }
         Some(rel.to_path_buf())
     }
 
-    /// `lstat` of an inbox entry: `None` when gone; folders are reported as `Err(())`.
+    /// `lstat` of an inbox entry.
     #[must_use]
-    pub fn stat(&self, rel: &Path) -> Result<Option<Snapshot>, ()> {
+    pub fn stat(&self, rel: &Path) -> Entry {
         match fs::symlink_metadata(self.inbox.join(rel)) {
-            Ok(meta) if meta.is_dir() => Err(()),
-            Ok(meta) => Ok(Snapshot::from_metadata(&meta)),
-            Err(_) => Ok(None),
+            Ok(meta) if meta.is_dir() => Entry::Folder,
+            Ok(meta) => Snapshot::from_metadata(&meta).map_or(Entry::Gone, Entry::Seen),
+            Err(_) => Entry::Gone,
         }
     }
 
@@ -102,6 +105,17 @@ impl Scope {
         }
         found
     }
+}
+
+/// What `lstat` found at an inbox path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Nothing there (any more).
+    Gone,
+    /// A folder.
+    Folder,
+    /// A file or special entry.
+    Seen(Snapshot),
 }
 
 /// A message from the watcher to the intake.
@@ -142,6 +156,7 @@ impl Watcher {
     }
 }
 
+#[must_use]
 /// Starts watching per `mode`: native events unless polling was asked for or the inbox is on
 /// a network or FUSE filesystem (`auto`); a native watcher that cannot start (no inotify
 /// watches left) falls back to polling.
@@ -154,14 +169,28 @@ pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Wat
         WatchMode::Auto => network.is_none(),
     };
     let mut chosen = match (mode, &network) {
-        (WatchMode::Poll, _) => Chosen { native: false, poll: true, why: "watch.mode is poll".into() },
-        (WatchMode::Native, _) => Chosen { native: true, poll: false, why: "watch.mode is native".into() },
+        (WatchMode::Poll, _) => Chosen {
+            native: false,
+            poll: true,
+            why: "watch.mode is poll".into(),
+        },
+        (WatchMode::Native, _) => Chosen {
+            native: true,
+            poll: false,
+            why: "watch.mode is native".into(),
+        },
         (WatchMode::Auto, Some(fs)) => Chosen {
             native: false,
             poll: true,
-            why: format!("the inbox is on a {fs} filesystem, whose changes from other hosts native events never see"),
+            why: format!(
+                "the inbox is on a {fs} filesystem, whose changes from other hosts native events never see"
+            ),
         },
-        (WatchMode::Auto, None) => Chosen { native: true, poll: false, why: "the inbox is on a local filesystem".into() },
+        (WatchMode::Auto, None) => Chosen {
+            native: true,
+            poll: false,
+            why: "the inbox is on a local filesystem".into(),
+        },
     };
     let native = if wants_native {
         match native_watcher(scope, tx, Arc::clone(&overflow)) {
@@ -178,7 +207,13 @@ pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Wat
     } else {
         None
     };
-    (Watcher { _native: native, overflow }, chosen)
+    (
+        Watcher {
+            _native: native,
+            overflow,
+        },
+        chosen,
+    )
 }
 
 fn native_watcher(
