@@ -1,1 +1,89 @@
-//! TODO
+//! Claiming: moving an input (and its sidecar) from the inbox into a job folder by atomic
+//! rename. The rename of the input decides ownership: if it is gone, someone else took it.
+//! Finishing a claim interrupted by a crash is here too.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::fsx::{self, Context, FsError};
+use crate::job::{Input, JOURNAL_FORMAT, JobId, JobRecord, SourceRef, Stage, Timings};
+use crate::journal::JobDir;
+
+/// What became of a claim.
+#[derive(Debug)]
+pub enum Claim {
+    /// The input is in the job folder; the journal says `claimed`.
+    Taken(JobDir, Box<JobRecord>),
+    /// The input was gone (another process took it, or its owner removed it).
+    Lost,
+}
+
+/// Everything needed to claim one input.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// Id given at detection.
+    pub job_id: JobId,
+    /// When it was first seen.
+    pub detected_at: SystemTime,
+    /// Where it is.
+    pub source: SourceRef,
+    /// What it is.
+    pub input: Input,
+}
+
+/// Claims an input into `<work_dir>/jobs/<job_id>/files/`.
+pub fn claim(inbox: &Path, work_dir: &Path, req: ClaimRequest) -> Result<Claim, FsError> {
+    let dir = JobDir::new(work_dir, &req.job_id);
+    dir.create()?;
+    let mut record = JobRecord {
+        format: JOURNAL_FORMAT,
+        job_id: req.job_id,
+        source: req.source,
+        input: req.input,
+        attempts: 0,
+        request: None,
+        timings: Timings {
+            detected_at: Some(req.detected_at),
+            ..Timings::default()
+        },
+        stage: Stage::Claiming,
+    };
+    dir.write(&record)?;
+    finish(inbox, &dir, &mut record)
+}
+
+/// Moves whatever of the claim is still in the inbox into the job folder and journals
+/// `claimed`; also the recovery of a `claiming` job.
+pub fn finish(inbox: &Path, dir: &JobDir, record: &mut JobRecord) -> Result<Claim, FsError> {
+    let files = dir.files();
+    let from_dir = inbox.join(&record.source.subdir);
+    if !take(&from_dir, &files, &record.source.file)? {
+        dir.remove()?;
+        return Ok(Claim::Lost);
+    }
+    if let Some(sidecar) = record.source.sidecar.clone() {
+        if !take(&from_dir, &files, &sidecar)? {
+            record.source.sidecar = None;
+        }
+    }
+    fsx::sync_dir(&files).context("syncing the job folder", &files)?;
+    fsx::sync_dir(&from_dir).context("syncing the inbox folder", &from_dir)?;
+    record.timings.claimed_at = Some(SystemTime::now());
+    record.stage = Stage::Claimed;
+    dir.write(record)?;
+    Ok(Claim::Taken(dir.clone(), Box::new(record.clone())))
+}
+
+/// Renames `name` from `from_dir` into `files`; true when it is (now) in `files`.
+fn take(from_dir: &Path, files: &Path, name: &str) -> Result<bool, FsError> {
+    let dest = files.join(name);
+    if std::fs::symlink_metadata(&dest).is_ok() {
+        return Ok(true);
+    }
+    let src = from_dir.join(name);
+    match std::fs::rename(&src, &dest) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).context("claiming into the work area", &src),
+    }
+}

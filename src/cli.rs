@@ -1,1 +1,186 @@
-//! TODO
+//! The command line: `remixd [run] [-c FILE] [--dry-run] [--once]`, `remixd check`,
+//! `remixd requeue`, and the mapping of every outcome to an exit status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config, Overrides};
+use crate::error::DaemonError;
+use crate::requeue::{self, RequeueTargets};
+use crate::shutdown::Shutdown;
+use crate::{check, daemon, logging};
+
+/// remixd: turns a folder into a queue for the Ideogram 3.0 Remix API.
+#[derive(Debug, Parser)]
+#[command(
+    name = "remixd",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the default `run` subcommand.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (the default).
+    Run(RunArgs),
+    /// Validate the config, folders and key; exit 0 when all is well, 2 otherwise. Never calls the API.
+    Check(ConfigArg),
+    /// Put quarantined jobs back into the inbox.
+    Requeue(RequeueArgs),
+}
+
+/// Where the config is.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// Config file (default: $REMIXD_CONFIG, else /etc/remixd/config.yaml).
+    #[allow(clippy::doc_markdown)] // clap shows this text as the option's help
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Options of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Where the config is.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Use the dry-run provider: no network, outputs are copies of the input.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Process what is in the inbox and work area now, then exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Options of `requeue`.
+#[derive(Debug, Clone, Args)]
+pub struct RequeueArgs {
+    /// Where the config is.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Requeue every quarantined job.
+    #[arg(long, conflicts_with = "dirs")]
+    pub all: bool,
+    /// Quarantined job folders to requeue.
+    #[arg(value_name = "DIR", required_unless_present = "all")]
+    pub dirs: Vec<PathBuf>,
+}
+
+/// Parses the command line, runs it, and returns the exit status.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !matches!(e, DaemonError::CheckFailed(_)) {
+                eprintln!("remixd: {e}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<(), DaemonError> {
+    match cli.command {
+        None => run(&cli.run),
+        Some(Command::Run(args)) => run(&args),
+        Some(Command::Check(args)) => check::run(&config::resolve_path(args.config.as_deref())),
+        Some(Command::Requeue(args)) => requeue_cmd(&args),
+    }
+}
+
+fn load(arg: &ConfigArg, overrides: Overrides) -> Result<Config, DaemonError> {
+    Ok(config::load(
+        &config::resolve_path(arg.config.as_deref()),
+        overrides,
+    )?)
+}
+
+fn run(args: &RunArgs) -> Result<(), DaemonError> {
+    let config = load(
+        &args.config,
+        Overrides {
+            dry_run: args.dry_run,
+        },
+    )?;
+    apply_umask(config.umask);
+    logging::init(config.logging.format, &config.logging.level)
+        .map_err(|e| DaemonError::Logging(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let shutdown = Shutdown::new();
+    let _reloads = crate::shutdown::listen(&shutdown).map_err(DaemonError::Runtime)?;
+    let options = daemon::RunOptions { once: args.once };
+    let result = runtime.block_on(daemon::run(config, options, shutdown));
+    if let Err(e) = &result {
+        tracing::error!(event = "daemon.failed", error = %e, "remixd stopped on a fatal error");
+    }
+    result
+}
+
+fn requeue_cmd(args: &RequeueArgs) -> Result<(), DaemonError> {
+    let config = load(&args.config, Overrides::default())?;
+    apply_umask(config.umask);
+    let targets = if args.all {
+        RequeueTargets::All
+    } else {
+        RequeueTargets::Dirs(args.dirs.clone())
+    };
+    let report = requeue::requeue(&config, targets)?;
+    for dir in &report.requeued {
+        println!("requeued {}", dir.display());
+    }
+    for problem in &report.problems {
+        eprintln!("remixd: {problem}");
+    }
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(DaemonError::RequeueIncomplete(report.problems.len()))
+    }
+}
+
+/// Sets the process umask so every file and folder remixd creates gets the configured mode.
+fn apply_umask(umask: u32) {
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(umask));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bare_flags_mean_run() {
+        let cli = Cli::try_parse_from(["remixd", "-c", "x.yaml", "--once"]).expect("parses");
+        assert!(cli.command.is_none());
+        assert!(cli.run.once);
+        assert_eq!(cli.run.config.config, Some(PathBuf::from("x.yaml")));
+    }
+
+    #[test]
+    fn requeue_needs_all_or_dirs() {
+        assert!(Cli::try_parse_from(["remixd", "requeue"]).is_err());
+        assert!(Cli::try_parse_from(["remixd", "requeue", "--all"]).is_ok());
+        assert!(Cli::try_parse_from(["remixd", "requeue", "--all", "d"]).is_err());
+    }
+}

@@ -1,1 +1,395 @@
-//! TODO
+//! The spine: load what the daemon needs, resume unfinished jobs, watch the inbox, hand ready
+//! inputs to jobs, tell systemd, wait for a stop, drain. Business rules live in the stages.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::api::ApiClient;
+use crate::claim::ClaimRequest;
+use crate::config::Config;
+use crate::error::DaemonError;
+use crate::events;
+use crate::gate::Gate;
+use crate::inbox::{Decision, Intake, IntakeTimings};
+use crate::job::{Input, SourceRef};
+use crate::journal;
+use crate::pipeline::{self, Ctx};
+use crate::shutdown::Shutdown;
+use crate::systemd;
+use crate::watch::{self, Entry, RescanReason, Scope, WatchMsg};
+
+/// How this run behaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Process what is there now, then exit.
+    pub once: bool,
+}
+
+/// Runs the daemon until `shutdown` fires (or, with `once`, until the work at start is done).
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: Shutdown,
+) -> Result<(), DaemonError> {
+    config.prepare_folders()?;
+    let api = ApiClient::new(&config.api).map_err(|e| DaemonError::Http(e.to_string()))?;
+    let scope = Scope {
+        inbox: config.inbox.clone(),
+        exclude: vec![
+            config.work_dir.clone(),
+            config.outbox.clone(),
+            config.quarantine.clone(),
+        ],
+    };
+    let ctx = Arc::new(Ctx {
+        gate: Gate::new(&config),
+        api,
+        stats: pipeline::Stats::default(),
+        config,
+    });
+    let (tx, rx) = mpsc::channel(4096);
+    let (watcher, chosen) = if options.once {
+        (
+            None,
+            watch::Chosen {
+                native: false,
+                poll: false,
+                why: "--once: one scan, no watching".into(),
+            },
+        )
+    } else {
+        let (w, c) = watch::start(&scope, ctx.config.watch.mode, tx);
+        (Some(w), c)
+    };
+    let mode = match (chosen.native, chosen.poll) {
+        (true, _) => "native",
+        (false, true) => "poll",
+        (false, false) => "once",
+    };
+    info!(event = events::DAEMON_STARTED, version = crate::VERSION,
+        inbox = %ctx.config.inbox.display(), outbox = %ctx.config.outbox.display(),
+        quarantine = %ctx.config.quarantine.display(), provider = ctx.config.api.provider.name(),
+        watch_mode = mode, "remixd started");
+    info!(event = events::WATCH_MODE, watch_mode = mode, why = %chosen.why, "watching the inbox");
+    let jobs = Jobs {
+        tracker: TaskTracker::new(),
+        hard_stop: CancellationToken::new(),
+    };
+    for dir in journal::list(&ctx.config.work_dir)? {
+        let ctx = Arc::clone(&ctx);
+        jobs.spawn(pipeline::run_resumed(ctx, dir));
+    }
+    let mut intake = IntakeLoop::new(&ctx, scope, options.once, chosen.poll, watcher, rx);
+    intake.run(&jobs, shutdown.token()).await;
+    drain(&ctx, &jobs, &shutdown).await;
+    Ok(())
+}
+
+/// The running jobs, and the token that abandons them when the grace period is over.
+struct Jobs {
+    tracker: TaskTracker,
+    hard_stop: CancellationToken,
+}
+
+impl Jobs {
+    fn spawn(&self, job: impl Future<Output = ()> + Send + 'static) {
+        let hard_stop = self.hard_stop.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = job => {}
+                () = hard_stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn drain(ctx: &Ctx, jobs: &Jobs, shutdown: &Shutdown) {
+    let in_flight = ctx.stats.in_flight.load(Ordering::Relaxed);
+    let signal = shutdown.signal();
+    if signal.is_some() {
+        systemd::stopping();
+        info!(
+            event = events::DAEMON_STOPPING,
+            signal,
+            in_flight,
+            "stopping: no new claims; in-flight jobs get {}",
+            humantime::format_duration(ctx.config.shutdown_grace)
+        );
+    }
+    jobs.tracker.close();
+    if tokio::time::timeout(ctx.config.shutdown_grace, jobs.tracker.wait())
+        .await
+        .is_err()
+    {
+        jobs.hard_stop.cancel();
+        jobs.tracker.wait().await;
+    }
+    let left = journal::list(&ctx.config.work_dir).map_or(0, |l| l.len());
+    info!(
+        event = events::DAEMON_STOPPED,
+        signal,
+        in_flight = left,
+        "stopped; {left} unfinished job(s) will resume at the next start"
+    );
+}
+
+struct IntakeLoop {
+    ctx: Arc<Ctx>,
+    scope: Scope,
+    once: bool,
+    poll: bool,
+    watcher: Option<watch::Watcher>,
+    rx: mpsc::Receiver<WatchMsg>,
+    intake: Intake,
+    slots: Arc<Semaphore>,
+}
+
+impl IntakeLoop {
+    fn new(
+        ctx: &Arc<Ctx>,
+        scope: Scope,
+        once: bool,
+        poll: bool,
+        watcher: Option<watch::Watcher>,
+        rx: mpsc::Receiver<WatchMsg>,
+    ) -> Self {
+        let w = &ctx.config.watch;
+        let timings = IntakeTimings {
+            settle: w.settle,
+            sidecar_wait: w.sidecar_wait,
+            orphan_after: w.orphan_after,
+        };
+        // Jobs past the API's concurrency wait claimed in the work area; keeping that queue
+        // short leaves the rest in the inbox for other remixd processes to take.
+        let slots = ctx.config.limits.concurrency * 2 + 2;
+        Self {
+            ctx: Arc::clone(ctx),
+            scope,
+            once,
+            poll,
+            watcher,
+            rx,
+            intake: Intake::new(timings, once),
+            slots: Arc::new(Semaphore::new(slots)),
+        }
+    }
+
+    async fn run(&mut self, jobs: &Jobs, stop: &CancellationToken) {
+        self.full_scan(RescanReason::Start);
+        let pending = self.intake.pending() + jobs.tracker.len();
+        info!(event = events::DAEMON_READY, pending, "ready");
+        systemd::ready(&self.status_line());
+        let cfg = &self.ctx.config;
+        let mut tick = tokio::time::interval(tick_period(cfg.watch.settle));
+        let mut rescan = interval_after(cfg.watch.rescan_interval);
+        let mut poll = interval_after(cfg.watch.poll_interval);
+        let mut stats = interval_after(cfg.logging.stats_interval);
+        let mut dog =
+            interval_after(systemd::watchdog_period().unwrap_or(Duration::from_secs(3600)));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                Some(msg) = self.rx.recv() => self.changed(msg),
+                _ = tick.tick() => {
+                    if self.watcher.as_ref().is_some_and(watch::Watcher::take_overflow) {
+                        self.full_scan(RescanReason::Overflow);
+                    }
+                    self.restat();
+                    self.dispatch(jobs);
+                    if self.once && self.intake.pending() == 0 && jobs.tracker.is_empty() {
+                        break;
+                    }
+                }
+                _ = rescan.tick(), if !self.once => self.full_scan(RescanReason::Interval),
+                _ = poll.tick(), if self.poll => self.full_scan(RescanReason::Poll),
+                _ = stats.tick() => self.stats(),
+                _ = dog.tick() => systemd::watchdog(),
+            }
+        }
+    }
+
+    fn changed(&mut self, WatchMsg::Changed(path): WatchMsg) {
+        let Some(rel) = self.scope.relative(&path) else {
+            return;
+        };
+        if self.once {
+            return;
+        }
+        match self.scope.stat(&rel) {
+            Entry::Seen(snap) => self.observe(&rel, Some(snap)),
+            Entry::Gone => self.observe(&rel, None),
+            // A new folder: files may have landed in it before its watch was added.
+            Entry::Folder => {
+                for (found, snap) in self.scope.scan(&rel) {
+                    self.observe(&found, Some(snap));
+                }
+            }
+        }
+    }
+
+    fn observe(&mut self, rel: &std::path::Path, snap: Option<crate::inbox::Snapshot>) {
+        if let Some(new) = self.intake.observe(rel, snap, Instant::now()) {
+            info!(event = events::JOB_DETECTED, job_id = %new.job_id, file = %new.path.display(), "new input seen");
+        }
+    }
+
+    fn full_scan(&mut self, reason: RescanReason) {
+        if reason == RescanReason::Poll {
+            debug!(
+                event = events::WATCH_RESCAN,
+                reason = reason.name(),
+                "polling the inbox"
+            );
+        } else {
+            info!(
+                event = events::WATCH_RESCAN,
+                reason = reason.name(),
+                "scanning the whole inbox"
+            );
+        }
+        let found = self.scope.scan(std::path::Path::new(""));
+        let seen: std::collections::HashSet<PathBuf> =
+            found.iter().map(|(p, _)| p.clone()).collect();
+        let gone: Vec<PathBuf> = self
+            .intake
+            .tracked_paths()
+            .filter(|p| !seen.contains(*p))
+            .map(PathBuf::from)
+            .collect();
+        for rel in gone {
+            self.intake.observe(&rel, None, Instant::now());
+        }
+        for (rel, snap) in found {
+            self.observe(&rel, Some(snap));
+        }
+    }
+
+    fn restat(&mut self) {
+        let paths: Vec<PathBuf> = self.intake.tracked_paths().map(PathBuf::from).collect();
+        for rel in paths {
+            match self.scope.stat(&rel) {
+                Entry::Seen(snap) => self.observe(&rel, Some(snap)),
+                Entry::Gone => self.observe(&rel, None),
+                Entry::Folder => {}
+            }
+        }
+    }
+
+    fn dispatch(&mut self, jobs: &Jobs) {
+        let capacity = self.slots.available_permits();
+        for decision in self.intake.take_ready(Instant::now(), capacity) {
+            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+                warn!("no job slot free for a ready input; it will be retried");
+                continue;
+            };
+            let ctx = Arc::clone(&self.ctx);
+            let request = claim_request(decision);
+            jobs.spawn(async move {
+                pipeline::run_new(ctx, request).await;
+                drop(permit);
+            });
+        }
+    }
+
+    fn stats(&self) {
+        let s = &self.ctx.stats;
+        info!(
+            event = events::DAEMON_STATS,
+            pending = self.intake.pending(),
+            in_flight = s.in_flight.load(Ordering::Relaxed),
+            completed = s.completed.load(Ordering::Relaxed),
+            quarantined = s.quarantined.load(Ordering::Relaxed),
+            images_today = self.ctx.gate.images_today(),
+            api_paused = self.ctx.gate.paused().is_some(),
+            "counts"
+        );
+        systemd::status(&self.status_line());
+    }
+
+    fn status_line(&self) -> String {
+        let s = &self.ctx.stats;
+        format!(
+            "pending {}, in flight {}, completed {}, quarantined {}{}",
+            self.intake.pending(),
+            s.in_flight.load(Ordering::Relaxed),
+            s.completed.load(Ordering::Relaxed),
+            s.quarantined.load(Ordering::Relaxed),
+            self.ctx
+                .gate
+                .paused()
+                .map_or(String::new(), |r| format!(", API paused ({})", r.name())),
+        )
+    }
+}
+
+fn claim_request(decision: Decision) -> ClaimRequest {
+    let split = |p: &std::path::Path| {
+        let subdir = p
+            .parent()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (subdir, file)
+    };
+    match decision {
+        Decision::Image {
+            job_id,
+            detected_at,
+            image,
+            sidecar,
+        } => {
+            let (subdir, file) = split(&image);
+            let sidecar = sidecar.map(|s| split(&s).1);
+            ClaimRequest {
+                job_id,
+                detected_at,
+                source: SourceRef {
+                    subdir,
+                    file,
+                    sidecar,
+                },
+                input: Input::Image,
+            }
+        }
+        Decision::Stray {
+            job_id,
+            detected_at,
+            path,
+            reason,
+        } => {
+            let (subdir, file) = split(&path);
+            let message = crate::quarantine::stray_message(reason);
+            ClaimRequest {
+                job_id,
+                detected_at,
+                source: SourceRef {
+                    subdir,
+                    file,
+                    sidecar: None,
+                },
+                input: Input::Stray { reason, message },
+            }
+        }
+    }
+}
+
+fn tick_period(settle: Duration) -> Duration {
+    (settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250))
+}
+
+fn interval_after(period: Duration) -> tokio::time::Interval {
+    let period = period.max(Duration::from_millis(10));
+    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}

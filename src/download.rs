@@ -1,13 +1,17 @@
 //! Fetching one output: streamed to a temporary file in the job folder, checked (HTTP status,
 //! length, image magic), then renamed to `STEM-remix-N.EXT` with EXT from the bytes. Retrying
 //! is the pipeline's business; this module says whether a failure is worth retrying.
-//!
-//! INTERFACE (skeleton): the helper implementing this module keeps the pub items below.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::image_info::ImageFormat;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::api::client::error_chain;
+use crate::fsx;
+use crate::image_info::{ImageFormat, SNIFF_LEN, sniff};
 
 /// One output kept on disk.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -48,7 +52,7 @@ pub struct DownloadLimits {
 /// Fetches `url` into `dir` as `{stem}-remix-{n}.{ext}`.
 ///
 /// # Errors
-/// A [`DownloadError`] saying whether to retry.
+/// A [`DownloadError`] saying whether to retry. Nothing is left behind on failure.
 pub async fn fetch(
     http: &reqwest::Client,
     url: &str,
@@ -57,13 +61,369 @@ pub async fn fetch(
     n: usize,
     limits: DownloadLimits,
 ) -> Result<Downloaded, DownloadError> {
-    let _ = (http, url, dir, stem, n, limits);
-    todo!()
+    let part = dir.join(format!(".{stem}-remix-{n}.part"));
+    let result = match fetch_into(http, url, &part, limits).await {
+        Ok(kept) => {
+            keep(
+                &part,
+                dir,
+                format!("{stem}-remix-{n}.{}", kept.format.ext()),
+                kept,
+            )
+            .await
+        }
+        Err(err) => Err(err),
+    };
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&part).await;
+    }
+    result
+}
+
+/// Renames a checked `.part` file to its final name, durably.
+async fn keep(
+    part: &Path,
+    dir: &Path,
+    file: String,
+    kept: Kept,
+) -> Result<Downloaded, DownloadError> {
+    let target = dir.join(&file);
+    let (from, to) = (part.to_path_buf(), target.clone());
+    match tokio::task::spawn_blocking(move || fsx::rename_durable(&from, &to)).await {
+        Ok(Ok(())) => Ok(Downloaded {
+            file,
+            bytes: kept.bytes,
+            sha256: kept.sha256,
+            format: kept.format,
+        }),
+        Ok(Err(e)) => Err(local("keeping the output as", &target, &e)),
+        Err(e) => Err(DownloadError::Local(format!(
+            "keeping the output {file}: {e}"
+        ))),
+    }
+}
+
+/// An output written to its `.part` file and checked, not yet renamed.
+struct Kept {
+    bytes: u64,
+    sha256: String,
+    format: ImageFormat,
+}
+
+async fn fetch_into(
+    http: &reqwest::Client,
+    url: &str,
+    part: &Path,
+    limits: DownloadLimits,
+) -> Result<Kept, DownloadError> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| {
+        DownloadError::Permanent(format!("the API gave a URL that is not one: {url}"))
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(DownloadError::Permanent(format!(
+            "the API gave a non-http URL: {url}"
+        )));
+    }
+    let response = http
+        .get(parsed)
+        .timeout(limits.timeout)
+        .send()
+        .await
+        .map_err(|e| network_error(url, limits, &e))?;
+    check_status(url, response.status().as_u16())?;
+    let declared = response.content_length();
+    if declared.is_some_and(|len| len > limits.max_bytes) {
+        return Err(too_large(url, limits));
+    }
+    let kept = stream_to(response, url, part, limits).await?;
+    if declared.is_some_and(|len| len != kept.bytes) {
+        return Err(DownloadError::Transient(format!(
+            "the output at {url} was cut short ({} of {} bytes)",
+            kept.bytes,
+            declared.unwrap_or_default()
+        )));
+    }
+    Ok(kept)
+}
+
+fn check_status(url: &str, status: u16) -> Result<(), DownloadError> {
+    match status {
+        200..=299 => Ok(()),
+        408 | 429 | 500..=599 => Err(DownloadError::Transient(format!(
+            "fetching the output at {url} failed with HTTP {status}"
+        ))),
+        401 | 403 | 404 | 410 => Err(DownloadError::Permanent(format!(
+            "the output at {url} is gone or refused (HTTP {status}); the API's links last 24 \
+             hours"
+        ))),
+        _ => Err(DownloadError::Permanent(format!(
+            "fetching the output at {url} failed with HTTP {status}"
+        ))),
+    }
+}
+
+/// Streams the body to `part`, hashing as it goes; checks size and image magic.
+async fn stream_to(
+    mut response: reqwest::Response,
+    url: &str,
+    part: &Path,
+    limits: DownloadLimits,
+) -> Result<Kept, DownloadError> {
+    let write_err = |e: std::io::Error| local("writing the output", part, &e);
+    let mut out = tokio::fs::File::create(part).await.map_err(write_err)?;
+    let mut hash = Sha256::new();
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    let mut bytes: u64 = 0;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| network_error(url, limits, &e))?
+    {
+        bytes += chunk.len() as u64;
+        if bytes > limits.max_bytes {
+            return Err(too_large(url, limits));
+        }
+        let room = SNIFF_LEN.saturating_sub(head.len()).min(chunk.len());
+        head.extend_from_slice(&chunk[..room]);
+        hash.update(&chunk);
+        out.write_all(&chunk).await.map_err(write_err)?;
+    }
+    out.flush().await.map_err(write_err)?;
+    out.sync_all().await.map_err(write_err)?;
+    let format = sniff(&head).ok_or_else(|| {
+        DownloadError::Permanent(format!(
+            "the output at {url} is not a PNG, JPEG or WebP image"
+        ))
+    })?;
+    Ok(Kept {
+        bytes,
+        sha256: hex::encode(hash.finalize()),
+        format,
+    })
+}
+
+fn network_error(url: &str, limits: DownloadLimits, err: &reqwest::Error) -> DownloadError {
+    if err.is_timeout() {
+        DownloadError::Transient(format!(
+            "fetching the output at {url} did not finish within {}",
+            humantime::format_duration(limits.timeout)
+        ))
+    } else if err.is_body() || err.is_decode() {
+        DownloadError::Transient(format!(
+            "the output at {url} was cut short: {}",
+            error_chain(err)
+        ))
+    } else {
+        DownloadError::Transient(format!(
+            "could not fetch the output at {url}: {}",
+            error_chain(err)
+        ))
+    }
+}
+
+fn too_large(url: &str, limits: DownloadLimits) -> DownloadError {
+    DownloadError::Permanent(format!(
+        "the output at {url} is larger than {} bytes, more than any image the API makes",
+        limits.max_bytes
+    ))
+}
+
+fn local(action: &str, path: &Path, err: &std::io::Error) -> DownloadError {
+    DownloadError::Local(format!("{action} {}: {err}", path.display()))
 }
 
 /// An output already fetched by an earlier run (`{stem}-remix-{n}.*` with image bytes), re-hashed.
 #[must_use]
 pub fn existing(dir: &Path, stem: &str, n: usize) -> Option<Downloaded> {
-    let _ = (dir, stem, n);
-    todo!()
+    [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp]
+        .into_iter()
+        .find_map(|format| {
+            let file = format!("{stem}-remix-{n}.{}", format.ext());
+            let (bytes, sha256) = hash_if_format(&dir.join(&file), format)?;
+            Some(Downloaded {
+                file,
+                bytes,
+                sha256,
+                format,
+            })
+        })
+}
+
+/// Size and hash of a regular file whose bytes announce `format`.
+fn hash_if_format(path: &Path, format: ImageFormat) -> Option<(u64, String)> {
+    let mut file = fsx::open_nofollow(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut hash = Sha256::new();
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    let mut bytes: u64 = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        let room = SNIFF_LEN.saturating_sub(head.len()).min(n);
+        head.extend_from_slice(&buf[..room]);
+        hash.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    (sniff(&head) == Some(format)).then(|| (bytes, hex::encode(hash.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR some more png bytes";
+
+    /// A loopback server with one route per case; returns its base URL.
+    async fn serve() -> String {
+        let app = axum::Router::new()
+            .route("/good", get(|| async { PNG }))
+            .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
+            .route("/boom", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+            .route("/html", get(|| async { "<html>not an image</html>" }))
+            .route("/gone", get(|| async { StatusCode::GONE }))
+            .route("/busy", get(|| async { StatusCode::TOO_MANY_REQUESTS }))
+            .route("/big", get(|| async { vec![0x89u8; 4096] }))
+            .route("/bigstream", get(|| async { unsized_body(4096) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    /// A body sent in chunks with no `Content-Length`, so only the running count can stop it.
+    fn unsized_body(len: usize) -> axum::body::Body {
+        let chunks = std::iter::repeat_n(vec![0x89u8; 256], len / 256).map(Ok::<_, std::io::Error>);
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+    }
+
+    /// A raw server that promises `declared` bytes, sends `sent`, and hangs up.
+    async fn serve_short(declared: usize, sent: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\n\r\n");
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(sent).await;
+        });
+        format!("http://{addr}/short")
+    }
+
+    const LIMITS: DownloadLimits = DownloadLimits {
+        timeout: Duration::from_secs(10),
+        max_bytes: 1024,
+    };
+
+    async fn get_into(url: &str, dir: &Path) -> Result<Downloaded, DownloadError> {
+        fetch(&reqwest::Client::new(), url, dir, "cat", 2, LIMITS).await
+    }
+
+    /// The folder holds exactly `names` (no `.part` left over).
+    fn assert_files(dir: &Path, names: &[&str]) {
+        let mut found: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        found.sort_unstable();
+        assert_eq!(found, names);
+    }
+
+    #[tokio::test]
+    async fn keeps_a_good_png_under_its_final_name() {
+        let base = serve().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let got = get_into(&format!("{base}/good"), dir.path())
+            .await
+            .expect("fetched");
+        assert_eq!(got.file, "cat-remix-2.png");
+        assert_eq!(got.format, ImageFormat::Png);
+        assert_eq!(got.bytes, PNG.len() as u64);
+        assert_eq!(got.sha256, hex::encode(Sha256::digest(PNG)));
+        assert_eq!(
+            std::fs::read(dir.path().join(&got.file)).expect("read"),
+            PNG
+        );
+        assert_files(dir.path(), &["cat-remix-2.png"]);
+        assert_eq!(existing(dir.path(), "cat", 2), Some(got));
+    }
+
+    #[tokio::test]
+    async fn each_failure_says_whether_to_retry_and_leaves_nothing() {
+        let base = serve().await;
+        let short = serve_short(500, PNG).await;
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            format!("http://{}/x", l.local_addr().expect("addr"))
+        };
+        let cases = [
+            (format!("{base}/missing"), "permanent", "HTTP 404"),
+            (format!("{base}/boom"), "transient", "HTTP 500"),
+            (
+                format!("{base}/html"),
+                "permanent",
+                "not a PNG, JPEG or WebP",
+            ),
+            (format!("{base}/gone"), "permanent", "HTTP 410"),
+            (format!("{base}/busy"), "transient", "HTTP 429"),
+            (format!("{base}/big"), "permanent", "larger than 1024 bytes"),
+            (
+                format!("{base}/bigstream"),
+                "permanent",
+                "larger than 1024 bytes",
+            ),
+            (short, "transient", "cut short"),
+            (refused, "transient", "could not fetch"),
+            ("ftp://x/a.png".to_owned(), "permanent", "non-http URL"),
+            ("not a url".to_owned(), "permanent", "not one"),
+        ];
+        for (url, want, words) in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let err = get_into(&url, dir.path()).await.expect_err(&url);
+            let kind = match &err {
+                DownloadError::Transient(_) => "transient",
+                DownloadError::Permanent(_) => "permanent",
+                DownloadError::Local(_) => "local",
+            };
+            assert_eq!(kind, want, "{url}: {err}");
+            assert!(err.to_string().contains(words), "{url}: {err}");
+            assert_files(dir.path(), &[]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_folder_is_a_local_error() {
+        let base = serve().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = get_into(&format!("{base}/good"), &dir.path().join("gone"))
+            .await
+            .expect_err("no folder");
+        assert!(matches!(err, DownloadError::Local(_)), "{err}");
+    }
+
+    #[test]
+    fn existing_needs_bytes_that_match_the_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(existing(dir.path(), "cat", 1), None);
+        std::fs::write(dir.path().join("cat-remix-1.jpg"), PNG).expect("write");
+        assert_eq!(existing(dir.path(), "cat", 1), None);
+        std::fs::write(dir.path().join("cat-remix-1.webp"), b"RIFF\0\0\0\0WEBPVP8 ").expect("w");
+        let found = existing(dir.path(), "cat", 1).expect("webp found");
+        assert_eq!((found.file.as_str(), found.bytes), ("cat-remix-1.webp", 16));
+        assert_eq!(existing(dir.path(), "cat", 2), None);
+    }
 }

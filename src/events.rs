@@ -1,1 +1,118 @@
-//! TODO
+//! Log event names: the `event` field of every log line, as SPEC.md's "Logs" table names
+//! them. Monitoring matches on these strings, so they live here once and nowhere else; what
+//! each event carries is up to the code that emits it.
+
+/// The daemon has read its config and is starting (version, folders, provider, watch mode).
+pub const DAEMON_STARTED: &str = "daemon.started";
+/// The daemon is watching and has told systemd it is ready.
+pub const DAEMON_READY: &str = "daemon.ready";
+/// A SIGHUP re-read the config and applied the changed keys.
+pub const DAEMON_RELOADED: &str = "daemon.reloaded";
+/// A SIGHUP found an invalid config; the old one stays in force.
+pub const DAEMON_RELOAD_FAILED: &str = "daemon.reload_failed";
+/// A stop signal arrived; intake has stopped and in-flight jobs get their grace period.
+pub const DAEMON_STOPPING: &str = "daemon.stopping";
+/// The daemon has stopped.
+pub const DAEMON_STOPPED: &str = "daemon.stopped";
+/// Periodic counts (pending, in flight, completed, quarantined, images today).
+pub const DAEMON_STATS: &str = "daemon.stats";
+
+/// An image was seen in the inbox and given a job id.
+pub const JOB_DETECTED: &str = "job.detected";
+/// The image (and sidecar) moved into the work area.
+pub const JOB_CLAIMED: &str = "job.claimed";
+/// A request was sent to the API.
+pub const JOB_SUBMITTED: &str = "job.submitted";
+/// A transient failure; the request will be sent again.
+pub const JOB_RETRY: &str = "job.retry";
+/// The API answered and the answer was journaled.
+pub const JOB_RESPONDED: &str = "job.responded";
+/// The job folder was published to the outbox.
+pub const JOB_COMPLETED: &str = "job.completed";
+/// The job went to the quarantine with a reason.
+pub const JOB_QUARANTINED: &str = "job.quarantined";
+/// An unfinished job was picked up again from its journal.
+pub const JOB_RESUMED: &str = "job.resumed";
+/// `remixd requeue` put a quarantined job back into the inbox (not in SPEC.md's table).
+pub const JOB_RESUBMITTED: &str = "job.resubmitted";
+
+/// Submissions are paused because the API, the network, the key or the balance failed.
+pub const API_PAUSED: &str = "api.paused";
+/// Submissions resumed after a pause.
+pub const API_RESUMED: &str = "api.resumed";
+
+/// A full reconcile scan of the inbox ran.
+pub const WATCH_RESCAN: &str = "watch.rescan";
+/// Which watch mode a folder got and why (not in SPEC.md's table).
+pub const WATCH_MODE: &str = "watch.mode";
+
+/// Every event name above.
+pub const ALL: &[&str] = &[
+    DAEMON_STARTED,
+    DAEMON_READY,
+    DAEMON_RELOADED,
+    DAEMON_RELOAD_FAILED,
+    DAEMON_STOPPING,
+    DAEMON_STOPPED,
+    DAEMON_STATS,
+    JOB_DETECTED,
+    JOB_CLAIMED,
+    JOB_SUBMITTED,
+    JOB_RETRY,
+    JOB_RESPONDED,
+    JOB_COMPLETED,
+    JOB_QUARANTINED,
+    JOB_RESUMED,
+    JOB_RESUBMITTED,
+    API_PAUSED,
+    API_RESUMED,
+    WATCH_RESCAN,
+    WATCH_MODE,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// Names remixd logs that SPEC.md's table does not list (yet).
+    const NOT_IN_SPEC: &[&str] = &[JOB_RESUBMITTED, WATCH_MODE];
+
+    /// Event names in the first column of SPEC.md's "Logs" table (`a`, `b` in one cell too).
+    fn spec_event_names(spec: &str) -> BTreeSet<String> {
+        let table = spec
+            .split("\n## ")
+            .find(|section| section.starts_with("Logs"))
+            .expect("SPEC.md has a Logs section");
+        table
+            .lines()
+            .filter_map(|line| line.strip_prefix('|')?.split('|').next())
+            .flat_map(|cell| cell.split(','))
+            .filter_map(|name| name.trim().strip_prefix('`')?.strip_suffix('`'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn names_match_the_spec_logs_table() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/SPEC.md");
+        let Ok(spec) = std::fs::read_to_string(&path) else {
+            println!("skipped: {} not found", path.display());
+            return;
+        };
+        let in_spec = spec_event_names(&spec);
+        let ours: BTreeSet<String> = ALL
+            .iter()
+            .filter(|name| !NOT_IN_SPEC.contains(name))
+            .map(|name| (*name).to_owned())
+            .collect();
+        assert_eq!(ours, in_spec, "events.rs and SPEC.md's Logs table differ");
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let unique: BTreeSet<_> = ALL.iter().collect();
+        assert_eq!(unique.len(), ALL.len());
+    }
+}

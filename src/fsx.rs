@@ -150,7 +150,9 @@ pub fn move_dir_durable(from: &Path, to: &Path) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
         Err(e) => return Err(e),
     }
-    let name = to.file_name().map_or_else(|| "x".into(), |n| n.to_string_lossy().into_owned());
+    let name = to
+        .file_name()
+        .map_or_else(|| "x".into(), |n| n.to_string_lossy().into_owned());
     let staging = parent_of(to).join(format!(".remixd-incoming-{name}"));
     if staging.exists() {
         fs::remove_dir_all(&staging)?;

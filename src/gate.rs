@@ -1,1 +1,347 @@
-//! TODO
+//! The API gate: every request passes it. It holds the limits (`limits.concurrency` requests,
+//! `limits.inflight_images` images, `limits.requests_per_minute` starts), slows the whole
+//! client after a 429, pauses everyone when the API is down, the key refused, the balance or
+//! the day's budget spent, and lets one probe through at a time until it works again.
+//! Deciding what an answer means is [`crate::api::classify`]'s job; this module only keeps
+//! score.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tracing::{info, warn};
+
+use crate::api::PauseReason;
+use crate::config::Config;
+use crate::events;
+
+/// What a request's outcome tells the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// The API answered with images (this many).
+    Images(u32),
+    /// The API answered, but not with images (a refusal): it is up.
+    Answered,
+    /// A transient failure (5xx, timeout, connection).
+    Transient,
+    /// A 429.
+    RateLimited(Option<Duration>),
+    /// Not the file's fault: pause everyone.
+    Pause(PauseReason),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Paused {
+    reason: PauseReason,
+    probe_at: Instant,
+    backoff: Duration,
+    probing: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    spacing: Duration,
+    slowdown: u32,
+    next_slot: Instant,
+    paused: Option<Paused>,
+    consecutive_failures: u32,
+    last_success: Option<Instant>,
+    max_attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    budget: Option<u64>,
+    usage: Usage,
+}
+
+/// Images received per UTC day, kept in the work area so it survives restarts.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+struct Usage {
+    day: String,
+    images: u64,
+}
+
+/// Leave to send one request; dropping it frees its slots.
+#[derive(Debug)]
+pub struct Permit {
+    _request: OwnedSemaphorePermit,
+    _images: OwnedSemaphorePermit,
+    /// Whether this request is the probe of a paused API.
+    pub probe: bool,
+}
+
+/// The shared gate.
+#[derive(Debug)]
+pub struct Gate {
+    requests: Arc<Semaphore>,
+    images: Arc<Semaphore>,
+    max_images: u32,
+    state: Mutex<State>,
+    changed: Notify,
+    usage_path: PathBuf,
+}
+
+fn spacing_for(rpm: u32) -> Duration {
+    Duration::from_secs(60) / rpm.max(1)
+}
+
+impl Gate {
+    /// A gate for `config`'s limits, reading the day's image count from the work area.
+    #[must_use]
+    pub fn new(config: &Config) -> Self {
+        let usage_path = config.work_dir.join("usage.json");
+        let usage = std::fs::read(&usage_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self {
+            requests: Arc::new(Semaphore::new(config.limits.concurrency)),
+            images: Arc::new(Semaphore::new(config.limits.inflight_images as usize)),
+            max_images: config.limits.inflight_images,
+            state: Mutex::new(State {
+                spacing: spacing_for(config.limits.requests_per_minute),
+                slowdown: 1,
+                next_slot: Instant::now(),
+                paused: None,
+                consecutive_failures: 0,
+                last_success: None,
+                max_attempts: config.retry.max_attempts,
+                initial_backoff: config.retry.initial_backoff,
+                max_backoff: config.retry.max_backoff,
+                budget: config.limits.daily_image_budget,
+                usage,
+            }),
+            changed: Notify::new(),
+            usage_path,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until a request asking for `num_images` may start.
+    pub async fn admit(&self, num_images: u8) -> Permit {
+        let wanted = u32::from(num_images).clamp(1, self.max_images);
+        loop {
+            let notified = self.changed.notified();
+            let wait = self.try_enter(u64::from(num_images));
+            match wait {
+                Ok(probe) => {
+                    let request = Arc::clone(&self.requests).acquire_owned().await;
+                    let images = Arc::clone(&self.images).acquire_many_owned(wanted).await;
+                    if let (Ok(r), Ok(i)) = (request, images) {
+                        return Permit {
+                            _request: r,
+                            _images: i,
+                            probe,
+                        };
+                    }
+                }
+                Err(until) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(until) => {}
+                        () = notified => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ok(probe?) when a request may go now (its start slot is taken), Err(wait) otherwise.
+    fn try_enter(&self, num_images: u64) -> Result<bool, Duration> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.check_budget(num_images, now);
+        let mut probe = false;
+        if let Some(p) = st.paused.as_mut() {
+            if p.probing {
+                return Err(Duration::from_secs(1));
+            }
+            if now < p.probe_at {
+                return Err(p.probe_at - now);
+            }
+            if p.reason == PauseReason::Budget {
+                st.paused = None;
+                return Err(Duration::ZERO);
+            }
+            p.probing = true;
+            probe = true;
+        }
+        if now < st.next_slot {
+            if probe {
+                if let Some(p) = st.paused.as_mut() {
+                    p.probing = false;
+                }
+            }
+            return Err(st.next_slot - now);
+        }
+        st.next_slot = now + st.spacing * st.slowdown;
+        Ok(probe)
+    }
+
+    /// Records what a request's answer says about the API.
+    pub fn report(&self, signal: Signal, probe: bool) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        match signal {
+            Signal::Images(n) => {
+                st.add_images(u64::from(n), &self.usage_path);
+                st.working(now);
+            }
+            Signal::Answered => st.working(now),
+            Signal::Transient => {
+                st.consecutive_failures += 1;
+                if probe || st.consecutive_failures >= st.max_attempts {
+                    st.pause(PauseReason::Unavailable, now, probe);
+                }
+            }
+            Signal::RateLimited(after) => {
+                let delay = after.unwrap_or(st.initial_backoff);
+                st.next_slot = st.next_slot.max(now + delay);
+                st.slowdown = (st.slowdown * 2).min(8);
+                if let Some(p) = st.paused.as_mut() {
+                    p.probing = false;
+                }
+            }
+            Signal::Pause(reason) => st.pause(reason, now, probe),
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether the API gave any answer after `since`.
+    #[must_use]
+    pub fn worked_since(&self, since: Instant) -> bool {
+        self.lock().last_success.is_some_and(|t| t >= since)
+    }
+
+    /// Why submissions are paused, if they are.
+    #[must_use]
+    pub fn paused(&self) -> Option<PauseReason> {
+        self.lock().paused.map(|p| p.reason)
+    }
+
+    /// Images received this UTC day.
+    #[must_use]
+    pub fn images_today(&self) -> u64 {
+        let mut st = self.lock();
+        st.roll_day();
+        st.usage.images
+    }
+
+    /// Counts images made without the API (dry-run) toward the day.
+    pub fn count_images(&self, n: u32) {
+        self.lock().add_images(u64::from(n), &self.usage_path);
+    }
+}
+
+impl State {
+    fn working(&mut self, now: Instant) {
+        self.consecutive_failures = 0;
+        self.last_success = Some(now);
+        self.slowdown = (self.slowdown / 2).max(1);
+        if let Some(p) = self.paused.take() {
+            info!(
+                event = events::API_RESUMED,
+                reason = p.reason.name(),
+                retry_in_ms = 0u64,
+                "the API works again; submissions resume"
+            );
+        }
+    }
+
+    fn pause(&mut self, reason: PauseReason, now: Instant, probe_failed: bool) {
+        let backoff = match self.paused {
+            Some(p) if probe_failed || p.probing => (p.backoff * 2).min(self.max_backoff),
+            Some(p) => p.backoff,
+            None => self.initial_backoff.min(self.max_backoff),
+        };
+        let first = self.paused.is_none();
+        self.paused = Some(Paused {
+            reason,
+            probe_at: now + backoff,
+            backoff,
+            probing: false,
+        });
+        let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+        if first {
+            warn!(
+                event = events::API_PAUSED,
+                reason = reason.name(),
+                retry_in_ms,
+                "submissions paused: {}; every job stays pending",
+                pause_text(reason)
+            );
+        } else {
+            tracing::debug!(
+                event = events::API_PAUSED,
+                reason = reason.name(),
+                retry_in_ms,
+                "the probe failed; still paused"
+            );
+        }
+    }
+
+    fn roll_day(&mut self) {
+        let today = crate::publish::utc_date();
+        if self.usage.day != today {
+            self.usage = Usage {
+                day: today,
+                images: 0,
+            };
+        }
+    }
+
+    fn add_images(&mut self, n: u64, path: &std::path::Path) {
+        self.roll_day();
+        self.usage.images += n;
+        if let Ok(bytes) = serde_json::to_vec(&self.usage) {
+            if let Err(e) = crate::fsx::write_durable(path, &bytes) {
+                warn!(error = %e, "could not record the day's image count");
+            }
+        }
+    }
+
+    fn check_budget(&mut self, wanted: u64, now: Instant) {
+        self.roll_day();
+        let Some(budget) = self.budget else { return };
+        if self.usage.images + wanted <= budget || self.paused.is_some() {
+            return;
+        }
+        let wait = until_next_utc_day();
+        self.paused = Some(Paused {
+            reason: PauseReason::Budget,
+            probe_at: now + wait,
+            backoff: wait,
+            probing: false,
+        });
+        let retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        warn!(
+            event = events::API_PAUSED,
+            reason = "budget",
+            retry_in_ms,
+            "limits.daily_image_budget ({budget}) is spent for today; submissions resume at 00:00 UTC"
+        );
+    }
+}
+
+fn pause_text(reason: PauseReason) -> &'static str {
+    match reason {
+        PauseReason::Unauthorized => {
+            "the API refuses the key (check api.api_key_file or the key variable)"
+        }
+        PauseReason::Balance => "the account's balance is spent (top it up)",
+        PauseReason::Unavailable => "the API or the network is unavailable",
+        PauseReason::Budget => "the daily image budget is spent",
+    }
+}
+
+fn until_next_utc_day() -> Duration {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Duration::from_secs(86_400 - secs % 86_400)
+}

@@ -106,7 +106,10 @@ pub fn inspect<R: BufRead + Seek>(reader: &mut R) -> Result<ImageInfo, ImageErro
     reader.rewind()?;
     let dim = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     if size.width == 0 || size.height == 0 {
-        return Err(ImageError::BadHeader(format.name(), "zero width or height".into()));
+        return Err(ImageError::BadHeader(
+            format.name(),
+            "zero width or height".into(),
+        ));
     }
     Ok(ImageInfo {
         format,
@@ -179,12 +182,17 @@ mod tests {
         png.extend_from_slice(&480u32.to_be_bytes());
         png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
         let info = inspect(&mut std::io::Cursor::new(png)).expect("png header");
-        assert_eq!((info.format, info.width, info.height), (ImageFormat::Png, 640, 480));
+        assert_eq!(
+            (info.format, info.width, info.height),
+            (ImageFormat::Png, 640, 480)
+        );
     }
 
     #[test]
     fn inspect_refuses_non_images() {
-        let err = inspect(&mut std::io::Cursor::new(b"hello world, not an image".to_vec()));
+        let err = inspect(&mut std::io::Cursor::new(
+            b"hello world, not an image".to_vec(),
+        ));
         assert!(matches!(err, Err(ImageError::NotAnImage)));
     }
 }

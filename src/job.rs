@@ -1,1 +1,288 @@
-//! TODO
+//! A job: its id, where its input came from, and the stage it has reached. The stage is what
+//! the journal records and what recovery matches on; see [`crate::journal`] for the order of
+//! durable steps.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::Answer;
+use crate::quarantine::ErrorRecord;
+use crate::sidecar::RemixRequest;
+
+/// A job's id: a ULID, unique, sortable by time and safe in a file name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    /// A new id for an input detected now.
+    #[must_use]
+    pub fn new() -> Self {
+        Self(ulid::Ulid::new().to_string())
+    }
+
+    /// The id as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Reads an id back from a job folder's name, refusing anything that is not a ULID.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        ulid::Ulid::from_string(text)
+            .ok()
+            .map(|u| Self(u.to_string()))
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a job's input came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRef {
+    /// Folder inside the inbox, `/`-separated, `""` at the root.
+    pub subdir: String,
+    /// The input's file name.
+    pub file: String,
+    /// The sidecar's file name, if one was claimed with it.
+    pub sidecar: Option<String>,
+}
+
+impl SourceRef {
+    /// The input's path relative to the inbox, as logged.
+    #[must_use]
+    pub fn rel_path(&self) -> PathBuf {
+        Path::new(&self.subdir).join(&self.file)
+    }
+
+    /// The sidecar's path relative to the inbox.
+    #[must_use]
+    pub fn sidecar_rel_path(&self) -> Option<PathBuf> {
+        self.sidecar
+            .as_ref()
+            .map(|s| Path::new(&self.subdir).join(s))
+    }
+
+    /// The input's stem: its name without the last extension.
+    #[must_use]
+    pub fn stem(&self) -> &str {
+        match self.file.rsplit_once('.') {
+            Some((stem, _)) if !stem.is_empty() => stem,
+            _ => &self.file,
+        }
+    }
+
+    /// The input's extension, lower-case, without the dot (`""` when none).
+    #[must_use]
+    pub fn ext(&self) -> String {
+        match self.file.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// What kind of input a job carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Input {
+    /// An image (by its name) to remix.
+    Image,
+    /// An entry that is quarantined as soon as it is claimed.
+    Stray {
+        /// Why it cannot be processed.
+        reason: crate::quarantine::Reason,
+        /// What to tell the user.
+        message: String,
+    },
+}
+
+/// How far a job has got. Each variant is written to the journal before the step it names
+/// starts, so recovery knows what may have happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+pub enum Stage {
+    /// The inputs are being moved into the work area; some may still be in the inbox.
+    Claiming,
+    /// The inputs are in the work area; nothing was sent.
+    Claimed,
+    /// A request was (or was about to be) sent; its answer was not recorded.
+    Submitting {
+        /// 1-based request number.
+        attempt: u32,
+    },
+    /// The API's answer is recorded; the job is never submitted again.
+    Responded {
+        /// The answer.
+        answer: Answer,
+    },
+    /// `metadata.json` is written; the files folder is moving to `dest`.
+    Publishing {
+        /// Destination folder in the outbox.
+        dest: PathBuf,
+    },
+    /// `error.json` is written; the files folder is moving to `dest`.
+    Quarantining {
+        /// Destination folder in the quarantine.
+        dest: PathBuf,
+        /// What `error.json` says.
+        error: Box<ErrorRecord>,
+    },
+}
+
+impl Stage {
+    /// A short name for logs (`claimed`, `submitting`, ...).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Claiming => "claiming",
+            Self::Claimed => "claimed",
+            Self::Submitting { .. } => "submitting",
+            Self::Responded { .. } => "responded",
+            Self::Publishing { .. } => "publishing",
+            Self::Quarantining { .. } => "quarantining",
+        }
+    }
+}
+
+/// Wall-clock moments of a job, as `metadata.json` reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// First seen in the inbox.
+    #[serde(with = "humantime_serde")]
+    pub detected_at: Option<SystemTime>,
+    /// Moved into the work area.
+    #[serde(with = "humantime_serde")]
+    pub claimed_at: Option<SystemTime>,
+    /// Last request sent.
+    #[serde(with = "humantime_serde")]
+    pub submitted_at: Option<SystemTime>,
+    /// Answer received.
+    #[serde(with = "humantime_serde")]
+    pub responded_at: Option<SystemTime>,
+    /// Time spent waiting for the API, summed over attempts.
+    pub api_ms: u64,
+    /// Time spent downloading.
+    pub download_ms: u64,
+}
+
+/// Everything the journal keeps about one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Journal format; bump when a change would not read old files.
+    pub format: u32,
+    /// The job's id.
+    pub job_id: JobId,
+    /// Where the input came from.
+    pub source: SourceRef,
+    /// What the input is.
+    pub input: Input,
+    /// Requests sent so far.
+    pub attempts: u32,
+    /// The request built from the sidecar and defaults, once built.
+    pub request: Option<RemixRequest>,
+    /// When things happened.
+    pub timings: Timings,
+    /// How far it got.
+    #[serde(flatten)]
+    pub stage: Stage,
+}
+
+/// The journal format this build writes.
+pub const JOURNAL_FORMAT: u32 = 1;
+
+/// The input as `metadata.json` and `error.json` describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// File name.
+    pub file: String,
+    /// Folder inside the inbox, `""` at the root.
+    pub subdir: String,
+    /// Size in bytes (null for what is not a regular file).
+    pub bytes: Option<u64>,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: Option<String>,
+    /// `png`, `jpeg` or `webp`, from the bytes.
+    pub format: Option<String>,
+    /// Width in pixels.
+    pub width: Option<u32>,
+    /// Height in pixels.
+    pub height: Option<u32>,
+}
+
+/// The sidecar as `metadata.json` and `error.json` describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarInfo {
+    /// File name.
+    pub file: String,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: Option<String>,
+}
+
+/// Describes the claimed input and sidecar in `files`, reading them without following links.
+#[must_use]
+pub fn describe(files: &Path, source: &SourceRef) -> (SourceInfo, Option<SidecarInfo>) {
+    let path = files.join(&source.file);
+    let mut info = SourceInfo {
+        file: source.file.clone(),
+        subdir: source.subdir.clone(),
+        bytes: None,
+        sha256: None,
+        format: None,
+        width: None,
+        height: None,
+    };
+    if let Some((bytes, sha)) = hash_regular(&path) {
+        info.bytes = Some(bytes);
+        info.sha256 = Some(sha);
+        if let Ok(file) = crate::fsx::open_nofollow(&path) {
+            let mut reader = std::io::BufReader::new(file);
+            if let Ok(img) = crate::image_info::inspect(&mut reader) {
+                info.format = Some(img.format.name().to_owned());
+                info.width = Some(img.width);
+                info.height = Some(img.height);
+            }
+        }
+    }
+    let sidecar = source.sidecar.as_ref().map(|name| SidecarInfo {
+        file: name.clone(),
+        sha256: hash_regular(&files.join(name)).map(|(_, sha)| sha),
+    });
+    (info, sidecar)
+}
+
+/// Size and hex SHA-256 of a regular file, never following a link.
+#[must_use]
+pub fn hash_regular(path: &Path) -> Option<(u64, String)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = crate::fsx::open_nofollow(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Some((total, hex::encode(hasher.finalize())))
+}

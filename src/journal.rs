@@ -1,1 +1,161 @@
-//! TODO
+//! The journal: one `job.json` per job folder, rewritten durably at every stage change.
+//!
+//! A job folder is `<work_dir>/jobs/<job_id>/` holding `job.json` and `files/` (the claimed
+//! input, its sidecar, downloaded outputs, then `metadata.json` or `error.json`). The order of
+//! durable steps, and what each must have synced before the next may start:
+//!
+//! 1. Create the job folder and `files/` (parent folders synced), write `job.json` with stage
+//!    `claiming`, naming the input and sidecar: recovery can now finish or undo the claim.
+//! 2. Rename the input, then the sidecar, from the inbox into `files/`; sync `files/` and the
+//!    inbox folder. The rename of the input decides who owns it; nothing is copied.
+//! 3. Journal `claimed`. Then, before each request, journal `submitting {attempt}`; a crash
+//!    here means the request may or may not have reached the API, and recovery sends it again
+//!    (logged as `job.resubmitted`): there is no answer to reuse.
+//! 4. Journal `responded {answer}` (synced) before downloading anything: from here the job is
+//!    never submitted again; recovery downloads the recorded URLs.
+//! 5. Each output goes to a `.part` file, synced, checked, renamed to its final name, and
+//!    `files/` synced; a `.part` left by a crash is discarded and fetched again.
+//! 6. Write `metadata.json` (or `error.json`) into `files/` durably, journal `publishing
+//!    {dest}` (or `quarantining {dest, error}`), then move `files/` to `dest` in one rename
+//!    (or a synced copy and rename across filesystems), sync both parents.
+//! 7. Remove the job folder (only `job.json` is left in it). A crash between 6 and 7 is seen at
+//!    recovery as a `publishing` job whose `files/` is gone: it only needs removing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::fsx::{self, Context, FsError};
+use crate::job::{JOURNAL_FORMAT, JobId, JobRecord};
+
+/// The folder under the work area that holds job folders.
+pub const JOBS_DIR: &str = "jobs";
+const JOURNAL_FILE: &str = "job.json";
+const FILES_DIR: &str = "files";
+
+/// Why a journal could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Reading failed.
+    #[error(transparent)]
+    Io(#[from] FsError),
+    /// The file is not a journal this build understands.
+    #[error("{path}: not a readable job journal: {problem}")]
+    Corrupt {
+        /// The journal file.
+        path: String,
+        /// The parser's message.
+        problem: String,
+    },
+}
+
+/// One job's folder in the work area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDir {
+    root: PathBuf,
+}
+
+impl JobDir {
+    /// The folder for `job_id` under `work_dir`.
+    #[must_use]
+    pub fn new(work_dir: &Path, job_id: &JobId) -> Self {
+        Self {
+            root: work_dir.join(JOBS_DIR).join(job_id.as_str()),
+        }
+    }
+
+    /// The job folder itself.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// `files/`: what ends in the outbox or quarantine.
+    #[must_use]
+    pub fn files(&self) -> PathBuf {
+        self.root.join(FILES_DIR)
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        self.root.join(JOURNAL_FILE)
+    }
+
+    /// Creates the job folder and `files/`, syncing their parents.
+    pub fn create(&self) -> Result<(), FsError> {
+        fsx::create_dir_all_durable(&self.files()).context("creating the job folder", &self.root)
+    }
+
+    /// Writes the journal durably.
+    pub fn write(&self, record: &JobRecord) -> Result<(), FsError> {
+        let path = self.journal_path();
+        let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other);
+        json.and_then(|bytes| fsx::write_durable(&path, &bytes))
+            .context("writing the job journal", &path)
+    }
+
+    /// Reads the journal.
+    pub fn read(&self) -> Result<JobRecord, JournalError> {
+        let path = self.journal_path();
+        let bytes = fs::read(&path).context("reading the job journal", &path)?;
+        let record: JobRecord =
+            serde_json::from_slice(&bytes).map_err(|e| JournalError::Corrupt {
+                path: path.display().to_string(),
+                problem: e.to_string(),
+            })?;
+        if record.format > JOURNAL_FORMAT {
+            return Err(JournalError::Corrupt {
+                path: path.display().to_string(),
+                problem: format!("written by a newer remixd (format {})", record.format),
+            });
+        }
+        Ok(record)
+    }
+
+    /// Whether the journal file exists.
+    #[must_use]
+    pub fn has_journal(&self) -> bool {
+        self.journal_path().exists()
+    }
+
+    /// Removes the job folder once its files have gone to the outbox or quarantine. Refuses
+    /// (leaves everything) if `files/` still holds anything.
+    pub fn remove(&self) -> Result<(), FsError> {
+        let files = self.files();
+        if files.exists() {
+            let _ = fs::remove_dir(&files);
+        }
+        if files.exists() {
+            return Err(FsError {
+                action: "removing a finished job folder",
+                path: files,
+                source: std::io::Error::other("its files folder is not empty"),
+            });
+        }
+        let journal = self.journal_path();
+        if journal.exists() {
+            fs::remove_file(&journal).context("removing a finished job journal", &journal)?;
+        }
+        fs::remove_dir(&self.root).context("removing a finished job folder", &self.root)?;
+        if let Some(parent) = self.root.parent() {
+            fsx::sync_dir(parent).context("syncing the work area", parent)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every job folder in the work area, oldest id first.
+pub fn list(work_dir: &Path) -> Result<Vec<JobDir>, FsError> {
+    let jobs = work_dir.join(JOBS_DIR);
+    let entries = match fs::read_dir(&jobs) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).context("listing the work area", &jobs),
+    };
+    let mut dirs: Vec<JobDir> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| JobId::parse(&e.file_name().to_string_lossy()))
+        .map(|id| JobDir::new(work_dir, &id))
+        .collect();
+    dirs.sort_by(|a, b| a.root.cmp(&b.root));
+    Ok(dirs)
+}

@@ -9,7 +9,8 @@
 //!   work area), [`api`] (the remote API and the dry-run provider), [`download`] (outputs),
 //!   [`publish`] (outbox and `metadata.json`), [`quarantine`] (reasons and `error.json`)
 //! - plumbing: [`daemon`] (the spine), [`pipeline`] (one job from claim to its end),
-//!   [`gate`] (API pacing, pauses), [`shutdown`], [`logging`], [`events`] (log event names),
+//!   [`gate`] (API pacing, pauses), [`shutdown`], [`systemd`], [`logging`], [`events`] (log
+//!   event names), [`prepare`] (checks before sending),
 //!   [`fsx`] (durable writes and renames), [`error`] (fatal errors and exit statuses),
 //!   [`requeue`] and [`check`] (the other subcommands).
 
@@ -30,11 +31,13 @@ pub mod job;
 pub mod journal;
 pub mod logging;
 pub mod pipeline;
+pub mod prepare;
 pub mod publish;
 pub mod quarantine;
 pub mod requeue;
 pub mod shutdown;
 pub mod sidecar;
+pub mod systemd;
 pub mod watch;
 
 /// The version recorded in metadata, error files and logs.

@@ -6,4 +6,4 @@ pub mod client;
 pub mod response;
 
 pub use client::ApiClient;
-pub use response::{Answer, OutputItem, Outcome, PauseReason, classify};
+pub use response::{Answer, Outcome, OutputItem, PauseReason, classify};

@@ -1,0 +1,163 @@
+//! Checking a claimed input before anything is sent: that it is a regular, single-linked,
+//! non-empty image under the size limit, and that the sidecar, the `_defaults.yaml` files and
+//! the config's defaults make a valid request. Every refusal here is a quarantine verdict.
+
+use std::io::{BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::fsx;
+use crate::image_info::{self, ImageError, ImageInfo};
+use crate::inbox::DEFAULTS_FILE;
+use crate::job::SourceRef;
+use crate::quarantine::{Reason, Verdict};
+use crate::sidecar::{self, Fields, MAX_SIDECAR_BYTES, RemixRequest, RequestError, SidecarKind};
+
+/// Checks the input in `files` and builds its request.
+pub fn prepare(
+    config: &Config,
+    files: &Path,
+    source: &SourceRef,
+) -> Result<(ImageInfo, RemixRequest), Verdict> {
+    let image = check_image(config, &files.join(&source.file))?;
+    let mut fields = config.defaults.clone();
+    for layer in defaults_layers(&config.inbox, &source.subdir)? {
+        fields = fields.overlay(layer);
+    }
+    if let Some(name) = &source.sidecar {
+        fields = fields.overlay(read_sidecar(&files.join(name), name)?);
+    }
+    let request = fields.to_request(&image).map_err(|e| match e {
+        RequestError::MissingPrompt => Verdict::file(
+            Reason::MissingPrompt,
+            format!("{}: {e}, then requeue the job", source.file),
+        ),
+        RequestError::Invalid(m) => Verdict::file(
+            Reason::InvalidSidecar,
+            format!("{m}; fix the sidecar (or _defaults.yaml) and requeue the job"),
+        ),
+    })?;
+    Ok((image, request))
+}
+
+fn check_image(config: &Config, path: &Path) -> Result<ImageInfo, Verdict> {
+    let not_regular = |what: &str| {
+        Verdict::file(
+            Reason::NotRegularFile,
+            format!(
+                "{what}; remixd only reads plain files. Put a copy of the image itself in the inbox"
+            ),
+        )
+    };
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| not_regular(&format!("it cannot be examined ({e})")))?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(
+            "it is a symlink, FIFO, socket or device, not a plain file",
+        ));
+    }
+    let file = fsx::open_nofollow(path)
+        .map_err(|e| not_regular(&format!("it cannot be opened as a plain file ({e})")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| not_regular(&format!("it cannot be examined ({e})")))?;
+    if !meta.is_file() {
+        return Err(not_regular("it is not a plain file"));
+    }
+    if meta.nlink() > 1 {
+        return Err(not_regular(
+            "it has other hard links, so its content could change under remixd",
+        ));
+    }
+    if meta.len() == 0 {
+        return Err(Verdict::file(
+            Reason::EmptyFile,
+            "the file is empty (0 bytes); copy it again and requeue the job",
+        ));
+    }
+    let max = config.limits.max_image_bytes;
+    if meta.len() > max {
+        return Err(Verdict::file(
+            Reason::TooLarge,
+            format!(
+                "the image is {} bytes, over the limit of {max} bytes (limits.max_image_bytes; the API takes at most 10 MiB); shrink it and drop it in again",
+                meta.len()
+            ),
+        ));
+    }
+    image_info::inspect(&mut BufReader::new(file)).map_err(|e| match e {
+        ImageError::NotAnImage => Verdict::file(Reason::UnsupportedFormat,
+            "its bytes are not a PNG, JPEG or WebP image, whatever its name says; convert it to one of those and drop it in again"),
+        other => Verdict::file(Reason::UnsupportedFormat, format!(
+            "{other}; re-save the image as PNG, JPEG or WebP and drop it in again")),
+    })
+}
+
+/// The `_defaults.yaml` layers for an image in `subdir`, from the inbox root down.
+fn defaults_layers(inbox: &Path, subdir: &str) -> Result<Vec<Fields>, Verdict> {
+    let mut layers = Vec::new();
+    let mut dir = inbox.to_path_buf();
+    let mut rel = String::new();
+    let mut parts: Vec<&str> = vec![""];
+    parts.extend(subdir.split('/').filter(|s| !s.is_empty()));
+    for part in parts {
+        if !part.is_empty() {
+            dir.push(part);
+            rel = if rel.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{rel}/{part}")
+            };
+        }
+        let path = dir.join(DEFAULTS_FILE);
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        let shown = if rel.is_empty() {
+            DEFAULTS_FILE.to_owned()
+        } else {
+            format!("{rel}/{DEFAULTS_FILE}")
+        };
+        let bytes = read_capped(&path).map_err(|m| invalid(&shown, &m))?;
+        layers.push(
+            sidecar::parse(&bytes, SidecarKind::Yaml)
+                .map_err(|e| invalid(&shown, &e.to_string()))?,
+        );
+    }
+    Ok(layers)
+}
+
+fn read_sidecar(path: &Path, name: &str) -> Result<Fields, Verdict> {
+    let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
+    let kind = SidecarKind::from_ext(ext).unwrap_or(SidecarKind::Text);
+    let bytes = read_capped(path).map_err(|m| invalid(name, &m))?;
+    sidecar::parse(&bytes, kind).map_err(|e| invalid(name, &e.to_string()))
+}
+
+fn invalid(name: &str, problem: &str) -> Verdict {
+    Verdict::file(
+        Reason::InvalidSidecar,
+        format!("{name}: {problem}; fix it and requeue the job"),
+    )
+}
+
+/// Reads a small text file without following links, refusing more than the sidecar cap.
+fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+    let file =
+        fsx::open_nofollow(path).map_err(|e| format!("cannot be read as a plain file ({e})"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot be examined ({e})"))?;
+    if !meta.is_file() {
+        return Err("is not a plain file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SIDECAR_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    if bytes.len() > MAX_SIDECAR_BYTES {
+        return Err(format!("is larger than {} KiB", MAX_SIDECAR_BYTES / 1024));
+    }
+    Ok(bytes)
+}
