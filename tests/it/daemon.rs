@@ -17,8 +17,11 @@ use crate::env::{API_KEY, TestEnv};
 /// How long any single wait may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_remixd");
+/// The binary under test: `$REMIXD_TEST_BIN` when set (a private copy, safe from other
+/// builds sharing the target folder), else the one cargo built for this test run.
+pub fn bin() -> String {
+    std::env::var("REMIXD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_remixd").to_string())
+}
 
 #[derive(Default)]
 struct Output {
@@ -39,7 +42,7 @@ pub struct Daemon {
 /// A `remixd` command with a clean environment: no `REMIXD_CONFIG`, no `RUST_LOG`, and the
 /// test key in `REMIXD_API_KEY` unless `key` is `None`.
 pub fn command(cwd: &Path, args: &[&str], key: Option<&str>) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args)
         .current_dir(cwd)
         .env_remove("REMIXD_CONFIG")
@@ -73,7 +76,7 @@ impl Daemon {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {BIN}: {e}"));
+            .unwrap_or_else(|e| panic!("spawning {:?}: {e}", cmd.get_program()));
         let out = Arc::new(Mutex::new(Output::default()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let stdout_pipe = child.stdout.take().unwrap();
