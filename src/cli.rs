@@ -116,15 +116,22 @@ fn run(args: &RunArgs) -> Result<(), DaemonError> {
         },
     )?;
     apply_umask(config.umask);
-    logging::init(config.logging.format, &config.logging.level)
+    let logging = logging::init(config.logging.format, &config.logging.level)
         .map_err(|e| DaemonError::Logging(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
     let shutdown = Shutdown::new();
-    let _reloads = crate::shutdown::listen(&shutdown).map_err(DaemonError::Runtime)?;
-    let options = daemon::RunOptions { once: args.once };
+    let reloads = crate::shutdown::listen(&shutdown).map_err(DaemonError::Runtime)?;
+    let options = daemon::RunOptions {
+        once: args.once,
+        overrides: Overrides {
+            dry_run: args.dry_run,
+        },
+        reloads: Some(reloads),
+        logging: Some(logging),
+    };
     let result = runtime.block_on(daemon::run(config, options, shutdown));
     if let Err(e) = &result {
         tracing::error!(event = "daemon.failed", error = %e, "remixd stopped on a fatal error");

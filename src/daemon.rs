@@ -26,16 +26,22 @@ use crate::systemd;
 use crate::watch::{self, Entry, RescanReason, Scope, WatchMsg};
 
 /// How this run behaves.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 pub struct RunOptions {
     /// Process what is there now, then exit.
     pub once: bool,
+    /// The command line's overrides, applied again on reload.
+    pub overrides: crate::config::Overrides,
+    /// SIGHUP arrivals.
+    pub reloads: Option<mpsc::UnboundedReceiver<()>>,
+    /// Changes the log level on reload.
+    pub logging: Option<crate::logging::ReloadHandle>,
 }
 
 /// Runs the daemon until `shutdown` fires (or, with `once`, until the work at start is done).
 pub async fn run(
     config: Config,
-    options: RunOptions,
+    mut options: RunOptions,
     shutdown: Shutdown,
 ) -> Result<(), DaemonError> {
     config.prepare_folders()?;
@@ -87,6 +93,11 @@ pub async fn run(
         jobs.spawn(pipeline::run_resumed(ctx, dir));
     }
     let mut intake = IntakeLoop::new(&ctx, scope, options.once, chosen.poll, watcher, rx);
+    intake.reloads = options.reloads.take();
+    intake.reloader = Reloader {
+        overrides: options.overrides,
+        logging: options.logging.take(),
+    };
     intake.run(&jobs, shutdown.token()).await;
     drain(&ctx, &jobs, &shutdown).await;
     Ok(())
@@ -149,6 +160,8 @@ struct IntakeLoop {
     rx: mpsc::Receiver<WatchMsg>,
     intake: Intake,
     slots: Arc<Semaphore>,
+    reloads: Option<mpsc::UnboundedReceiver<()>>,
+    reloader: Reloader,
 }
 
 impl IntakeLoop {
@@ -178,6 +191,8 @@ impl IntakeLoop {
             rx,
             intake: Intake::new(timings, once),
             slots: Arc::new(Semaphore::new(slots)),
+            reloads: None,
+            reloader: Reloader::default(),
         }
     }
 
@@ -211,6 +226,11 @@ impl IntakeLoop {
                 _ = poll.tick(), if self.poll => self.full_scan(RescanReason::Poll),
                 _ = stats.tick() => self.stats(),
                 _ = dog.tick() => systemd::watchdog(),
+                Some(()) = recv_reload(&mut self.reloads) => {
+                    if let Some(timings) = self.reloader.reload(&self.ctx.config) {
+                        self.intake.set_timings(timings);
+                    }
+                }
             }
         }
     }
@@ -392,4 +412,75 @@ fn interval_after(period: Duration) -> tokio::time::Interval {
     let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     i
+}
+
+async fn recv_reload(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Keys whose new value needs a restart: the folders, and the API's provider and key.
+const RESTART_KEYS: [&str; 5] = ["inbox", "outbox", "quarantine", "work_dir", "api."];
+
+/// Keys a reload applies at once; the rest are read at the next start.
+const LIVE_KEYS: [&str; 4] = [
+    "logging.level",
+    "watch.settle",
+    "watch.sidecar_wait",
+    "watch.orphan_after",
+];
+
+/// SIGHUP: re-read the config, apply what can change live, refuse what needs a restart.
+#[derive(Debug, Default)]
+struct Reloader {
+    overrides: crate::config::Overrides,
+    logging: Option<crate::logging::ReloadHandle>,
+}
+
+impl Reloader {
+    /// The new intake timings when the reload was applied.
+    fn reload(&self, current: &Config) -> Option<IntakeTimings> {
+        let fresh = match crate::config::load(&current.path, self.overrides) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                warn!(event = events::DAEMON_RELOAD_FAILED, error = %e,
+                    "the new config is invalid; keeping the old one");
+                return None;
+            }
+        };
+        let changed = crate::config::changed_keys(current, &fresh);
+        let restart: Vec<&str> = changed
+            .iter()
+            .map(String::as_str)
+            .filter(|k| RESTART_KEYS.iter().any(|r| k.starts_with(r)))
+            .collect();
+        if !restart.is_empty() {
+            let error = format!(
+                "{} cannot change while running; restart remixd to apply",
+                restart.join(", ")
+            );
+            warn!(event = events::DAEMON_RELOAD_FAILED, error = %error, "reload refused; keeping the old config");
+            return None;
+        }
+        if let Some(handle) = &self.logging {
+            if let Err(e) = handle.set_level(&fresh.logging.level) {
+                warn!(event = events::DAEMON_RELOAD_FAILED, error = %e, "keeping the old log level");
+            }
+        }
+        let at_restart: Vec<&str> = changed
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !LIVE_KEYS.contains(k))
+            .collect();
+        info!(event = events::DAEMON_RELOADED, changed = ?changed, at_restart = ?at_restart,
+            "config re-read; keys listed in at_restart take effect at the next start");
+        let w = &fresh.watch;
+        Some(IntakeTimings {
+            settle: w.settle,
+            sidecar_wait: w.sidecar_wait,
+            orphan_after: w.orphan_after,
+        })
+    }
 }

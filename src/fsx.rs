@@ -89,6 +89,24 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Copies `from` to `to` whole or not at all (a synced temporary copy renamed into place),
+/// streaming, so memory does not grow with the file's size.
+///
+/// # Errors
+/// Any I/O error; the temporary file is removed on failure.
+pub fn copy_durable(from: &Path, to: &Path) -> io::Result<()> {
+    let dir = parent_of(to);
+    let mut src = open_nofollow(from)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .suffix(".part")
+        .tempfile_in(dir)?;
+    io::copy(&mut src, tmp.as_file_mut())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(to).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
 /// Renames `from` to `to` and syncs both folders, so the rename survives a crash.
 ///
 /// # Errors

@@ -3,7 +3,7 @@
 //! is pure bookkeeping over observations; [`crate::watch`] makes the observations and
 //! [`crate::daemon`] acts on the decisions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -249,16 +249,41 @@ impl Intake {
     /// Entries that will still become jobs (orphan sidecars in `once` mode do not count).
     #[must_use]
     pub fn pending(&self) -> usize {
-        let now = Instant::now();
+        if !self.once {
+            return self.tracked.len();
+        }
+        let wanted = self.wanted_sidecars();
         self.tracked
             .iter()
-            .filter(|(rel, t)| !(self.once && self.is_lone_sidecar(rel, t, now)))
+            .filter(|(rel, t)| !is_lone_sidecar(rel, t, &wanted))
             .count()
+    }
+
+    /// Every sidecar name some tracked image would take, so that finding a lone sidecar is
+    /// one lookup instead of a pass over the whole inbox.
+    fn wanted_sidecars(&self) -> HashSet<PathBuf> {
+        let mut wanted = HashSet::new();
+        for (rel, t) in &self.tracked {
+            if t.name != NameKind::Image {
+                continue;
+            }
+            let parent = rel.parent().unwrap_or(Path::new(""));
+            if let Some(name) = rel.file_name() {
+                for c in sidecar::sidecar_candidates(&name.to_string_lossy()) {
+                    wanted.insert(parent.join(c));
+                }
+            }
+        }
+        wanted
     }
 
     /// Up to `capacity` entries ready to claim, removed from tracking.
     pub fn take_ready(&mut self, now: Instant, capacity: usize) -> Vec<Decision> {
         let mut out = Vec::new();
+        if capacity == 0 {
+            return out;
+        }
+        let wanted = self.wanted_sidecars();
         let keys: Vec<PathBuf> = self.tracked.keys().cloned().collect();
         for rel in keys {
             if out.len() >= capacity {
@@ -267,7 +292,7 @@ impl Intake {
             let Some(t) = self.tracked.get(&rel) else {
                 continue;
             };
-            if let Some(decision) = self.decide(&rel, t, now) {
+            if let Some(decision) = self.decide(&rel, t, now, &wanted) {
                 self.tracked.remove(&rel);
                 if let Decision::Image {
                     sidecar: Some(s), ..
@@ -281,7 +306,13 @@ impl Intake {
         out
     }
 
-    fn decide(&self, rel: &Path, t: &Tracked, now: Instant) -> Option<Decision> {
+    fn decide(
+        &self,
+        rel: &Path,
+        t: &Tracked,
+        now: Instant,
+        wanted: &HashSet<PathBuf>,
+    ) -> Option<Decision> {
         let settled_at = t.settled(now, self.timings.settle)?;
         let stray = |reason| {
             Some(Decision::Stray {
@@ -298,7 +329,7 @@ impl Intake {
             NameKind::Image => self.decide_image(rel, t, now, settled_at),
             NameKind::Sidecar(_) => {
                 let orphaned = now.duration_since(t.first_seen) >= self.timings.orphan_after;
-                if self.is_lone_sidecar(rel, t, now) && orphaned && !self.once {
+                if is_lone_sidecar(rel, t, wanted) && orphaned && !self.once {
                     stray(Reason::OrphanSidecar)
                 } else {
                     None
@@ -340,24 +371,13 @@ impl Intake {
             sidecar,
         })
     }
+}
 
-    /// A sidecar with no image beside it that would take it.
-    fn is_lone_sidecar(&self, rel: &Path, t: &Tracked, _now: Instant) -> bool {
-        if !matches!(t.name, NameKind::Sidecar(_)) || t.snap.kind != EntryType::File {
-            return false;
-        }
-        let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-            return false;
-        };
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        !self.tracked.iter().any(|(other, o)| {
-            o.name == NameKind::Image
-                && other.parent().unwrap_or(Path::new("")) == parent
-                && other.file_name().is_some_and(|img| {
-                    sidecar::sidecar_candidates(&img.to_string_lossy()).contains(&name)
-                })
-        })
-    }
+/// A sidecar with no image beside it that would take it.
+fn is_lone_sidecar(rel: &Path, t: &Tracked, wanted: &HashSet<PathBuf>) -> bool {
+    matches!(t.name, NameKind::Sidecar(_))
+        && t.snap.kind == EntryType::File
+        && !wanted.contains(rel)
 }
 
 #[cfg(test)]

@@ -421,12 +421,7 @@ fn dry_run(
     for i in 1..=usize::from(n) {
         let name = format!("{}-remix-{i}.{}", rec.source.stem(), image.format.ext());
         let dest = files.join(&name);
-        let bytes = std::fs::read(&source).map_err(|e| FsError {
-            action: "copying the input (dry-run)",
-            path: source.clone(),
-            source: e,
-        })?;
-        crate::fsx::write_durable(&dest, &bytes).map_err(|e| FsError {
+        crate::fsx::copy_durable(&source, &dest).map_err(|e| FsError {
             action: "writing a dry-run output",
             path: dest.clone(),
             source: e,
