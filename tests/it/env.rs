@@ -191,6 +191,13 @@ impl TestEnv {
         self.record(rel, Kind::Symlink(target.to_path_buf()));
     }
 
+    /// A second hard link at `rel` to the regular file `existing`.
+    pub fn drop_hard_link(&self, rel: &str, existing: &Path) {
+        let path = self.target(rel);
+        std::fs::hard_link(existing, &path).unwrap();
+        self.record(rel, Kind::File(std::fs::read(existing).unwrap()));
+    }
+
     /// A named pipe at `rel`.
     pub fn drop_fifo(&self, rel: &str) {
         let path = self.target(rel);

@@ -19,6 +19,7 @@ mod fake_api;
 mod images;
 
 mod cli;
+mod inbox;
 mod logs;
 mod pipeline;
 mod quarantine;

@@ -156,6 +156,13 @@ fn dry_run_copies_the_input_and_calls_nothing() {
     );
     d.stop();
     assert_nothing_lost(&env);
+    // "the whole pipeline runs": the remix step is timed like a request (SPEC.md's metadata
+    // lists every timing as a time; only provider and endpoint are said to differ).
+    let timings = &p.meta["timings"];
+    assert!(
+        timings["submitted_at"].is_string(),
+        "dry-run timings: {timings}"
+    );
 }
 
 /// SPEC.md, Running it: "`--once` processes what is in the inbox ... waits for those jobs to

@@ -387,3 +387,22 @@ fn task_envelope_is_bad_response_naming_the_task() {
     d.stop();
     assert_nothing_lost(&env);
 }
+
+/// SPEC.md, The quarantine: `not_regular_file` — "... or a file with other hard links". The
+/// other link, outside the inbox, keeps its content.
+#[test]
+fn hard_linked_image_is_not_regular_file() {
+    let env = TestEnv::new();
+    let (fake, mut d) = setup(&env, &[]);
+    let outside = env.root().join("elsewhere/twin.png");
+    std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
+    let png = images::png(20, 20, 260);
+    std::fs::write(&outside, &png).unwrap();
+    env.drop_hard_link("twin.png", &outside);
+    d.wait_quarantined("twin.png", "not_regular_file");
+    assert_quarantined(&env, "twin.png", "not_regular_file");
+    assert_eq!(std::fs::read(&outside).unwrap(), png);
+    assert!(fake.uploads().is_empty());
+    d.stop();
+    assert_nothing_lost(&env);
+}

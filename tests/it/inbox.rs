@@ -1,0 +1,240 @@
+//! What the inbox takes and leaves: ignored names, extensions in any case, bursts of files,
+//! several processes on one inbox, and `requeue` bringing quarantined jobs back.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use crate::asserts::{assert_nothing_lost, assert_pending, assert_published, assert_quarantined};
+use crate::daemon::{Daemon, TIMEOUT, run_to_end};
+use crate::env::{API_KEY, TestEnv, sha256};
+use crate::fake_api::{FakeApi, Mode, Reply};
+use crate::images;
+
+/// SPEC.md, The inbox: "folders and files whose names start with . or ~, and names ending in
+/// .tmp .part .partial .crdownload .swp, are ignored". They are neither submitted nor
+/// quarantined, and stay where they are.
+#[test]
+fn ignored_names_are_left_alone() {
+    let fake = FakeApi::start(Mode::Kkiai);
+    let env = TestEnv::new();
+    env.config().fake(&fake).write();
+    let mut d = Daemon::start(&env, &[]);
+    d.wait_ready();
+    let ignored = [
+        ".hidden.png",
+        "~lock.png",
+        "photo.png.part",
+        "photo.png.partial",
+        "photo.png.crdownload",
+        "notes.tmp",
+        ".swapfile.swp",
+        "x.swp",
+        ".secret/inside.png",
+    ];
+    for (i, name) in ignored.iter().enumerate() {
+        env.drop_file(name, images::png(20, 20, 700 + i as u64));
+    }
+    env.drop_file(".hidden.txt", "not a sidecar for anything");
+    // Dropped after the ignored ones with the same settle time: once it is done, they would
+    // have been handled too.
+    env.drop_file("plain.txt", "the only real job");
+    env.drop_file("plain.png", images::png(20, 20, 799));
+    d.wait_completed("plain.png");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(fake.uploads().len(), 1, "an ignored file was submitted");
+    for name in ignored {
+        assert!(
+            d.events().iter().all(|e| e["file"] != name),
+            "{name} is ignored but appears in the logs"
+        );
+        assert_pending(&env, name);
+        assert!(env.inbox.join(name).exists(), "{name} was moved");
+    }
+    d.stop();
+    assert_nothing_lost(&env);
+}
+
+/// SPEC.md, The inbox: "An image is a file named *.png *.jpg *.jpeg *.webp (any case)"; the
+/// original keeps its name in the outbox.
+#[test]
+fn extensions_in_any_case_are_images() {
+    let fake = FakeApi::start(Mode::Kkiai);
+    let env = TestEnv::new();
+    env.config().fake(&fake).write();
+    let mut d = Daemon::start(&env, &[]);
+    env.drop_file("UPPER.txt", "upper");
+    env.drop_file("UPPER.PNG", images::png(20, 20, 710));
+    env.drop_file("Mixed.txt", "mixed");
+    env.drop_file("Mixed.JpEg", images::jpeg(40, 40, 711));
+    d.wait_completed("UPPER.PNG");
+    d.wait_completed("Mixed.JpEg");
+    assert_published(&env, "UPPER.PNG");
+    assert_published(&env, "Mixed.JpEg");
+    d.stop();
+}
+
+/// SPEC.md, A job: every input ends in exactly one place; concurrency does not mix jobs up.
+/// Also SPEC.md, Configuration: `umask: "0007"` — what remixd creates is closed to others.
+#[test]
+fn a_burst_of_images_is_each_published_once() {
+    let fake = FakeApi::start(Mode::Kkiai);
+    let env = TestEnv::new();
+    env.config().fake(&fake).write();
+    let mut d = Daemon::start(&env, &[]);
+    d.wait_ready();
+    let mut shas = Vec::new();
+    for i in 0..12u64 {
+        let png = images::png(20, 20, 720 + i);
+        shas.push(sha256(&png));
+        env.drop_file(&format!("burst/b{i}.txt"), format!("burst {i}"));
+        env.drop_file(&format!("burst/b{i}.png"), &png);
+    }
+    for i in 0..12 {
+        d.wait_completed(&format!("burst/b{i}.png"));
+    }
+    for (i, sha) in shas.iter().enumerate() {
+        assert_eq!(fake.uploads_of(sha).len(), 1, "b{i}.png uploads");
+        let p = assert_published(&env, &format!("burst/b{i}.png"));
+        assert_eq!(p.meta["request"]["prompt"], format!("burst {i}"));
+        for made in [p.dir.join("metadata.json"), p.dir.clone()] {
+            let mode = std::fs::metadata(&made).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o007,
+                0,
+                "{} is open to others: {mode:o}",
+                made.display()
+            );
+        }
+    }
+    d.stop();
+    assert_nothing_lost(&env);
+}
+
+/// SPEC.md, Many processes, one inbox: "each image is processed by exactly one of them".
+#[test]
+fn two_processes_share_one_inbox() {
+    let fake = FakeApi::start(Mode::Kkiai);
+    fake.set_default(Reply::ok().delayed(Duration::from_millis(100)));
+    let env = TestEnv::new();
+    env.config().fake(&fake).write();
+    let mut first = Daemon::start(&env, &[]);
+    let mut second = Daemon::start(&env, &[]);
+    first.wait_ready();
+    second.wait_ready();
+    let mut shas = Vec::new();
+    for i in 0..10u64 {
+        let png = images::png(20, 20, 740 + i);
+        shas.push(sha256(&png));
+        env.drop_file(&format!("s{i}.txt"), format!("shared {i}"));
+        env.drop_file(&format!("s{i}.png"), &png);
+    }
+    let files: Vec<String> = (0..10).map(|i| format!("s{i}.png")).collect();
+    let deadline = Instant::now() + TIMEOUT;
+    let ends = |name: &str| {
+        let mut all = first.events_named(name);
+        all.extend(second.events_named(name));
+        all
+    };
+    while !files.iter().all(|f| {
+        ends("job.completed")
+            .iter()
+            .any(|e| e["file"] == f.as_str())
+    }) {
+        assert!(
+            Instant::now() < deadline && ends("job.quarantined").is_empty(),
+            "not every image was published\n{}\n{}",
+            first.dump(),
+            second.dump()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (file, sha) in files.iter().zip(&shas) {
+        assert_eq!(
+            fake.uploads_of(sha).len(),
+            1,
+            "{file} was submitted more than once"
+        );
+        let completions = ends("job.completed")
+            .iter()
+            .filter(|e| e["file"] == file.as_str())
+            .count();
+        assert_eq!(completions, 1, "{file} completed by both processes");
+        assert_published(&env, file);
+    }
+    first.stop();
+    second.stop();
+    assert_nothing_lost(&env);
+}
+
+/// SPEC.md, Running it: "requeue moves each job's original and sidecar back to their inbox
+/// folder and removes the job's quarantine folder; whatever else it held (error.json ...)
+/// moves to quarantine/.requeued/ under the same folder name".
+#[test]
+fn requeue_brings_a_quarantined_job_back() {
+    let fake = FakeApi::start(Mode::Kkiai);
+    fake.push_reply(Reply::status(400, r#"{"error": "temporarily refused"}"#));
+    let env = TestEnv::new();
+    env.config().fake(&fake).write();
+    let mut d = Daemon::start(&env, &[]);
+    env.drop_file("a/back.txt", "second chance");
+    env.drop_file("a/back.png", images::png(20, 20, 760));
+    d.wait_quarantined("a/back.png", "rejected_by_api");
+    let q = assert_quarantined(&env, "a/back.png", "rejected_by_api");
+    d.stop();
+    let folder = q.dir.file_name().unwrap().to_owned();
+
+    let cfg = env.config_path.to_string_lossy().into_owned();
+    let (status, stdout, stderr) =
+        run_to_end(env.root(), &["requeue", "-c", &cfg, "--all"], Some(API_KEY));
+    assert_eq!(status.code(), Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(!q.dir.exists(), "the quarantine folder is still there");
+    assert_pending(&env, "a/back.png");
+    assert_pending(&env, "a/back.txt");
+    let kept = walk_requeued(&env, &folder);
+    assert!(
+        kept.iter().any(|p| p.ends_with("error.json")),
+        "error.json not kept under .requeued/: {kept:?}\n{}",
+        env.describe()
+    );
+
+    let mut again = Daemon::start(&env, &["--once"]);
+    assert_eq!(again.wait_exit(TIMEOUT).code(), Some(0), "{}", again.dump());
+    again.wait_completed("a/back.png");
+    assert_published(&env, "a/back.png");
+    assert_nothing_lost(&env);
+}
+
+fn walk_requeued(env: &TestEnv, folder: &std::ffi::OsStr) -> Vec<std::path::PathBuf> {
+    crate::env::walk_paths(&env.quarantine.join(".requeued"))
+        .into_iter()
+        .filter(|p| p.components().any(|c| c.as_os_str() == folder))
+        .collect()
+}
+
+/// SPEC.md, The quarantine (last paragraph): "when the API or the network is down ...
+/// remixd pauses submissions, keeps every job pending, logs it, and probes with backoff ...
+/// until it works again"; Logs: `api.paused`, `api.resumed`.
+#[test]
+fn api_outage_pauses_then_resumes_without_quarantine() {
+    let fake = FakeApi::start(Mode::Kkiai);
+    fake.set_default(Reply::status(503, r#"{"error": "maintenance"}"#));
+    let env = TestEnv::new();
+    env.config()
+        .fake(&fake)
+        .set("retry.max_attempts", "2")
+        .write();
+    let mut d = Daemon::start(&env, &[]);
+    env.drop_file("wait.txt", "wait for it");
+    env.drop_file("wait.png", images::png(20, 20, 770));
+    let paused = d.wait_for_event("api.paused", |_| true);
+    assert_eq!(paused["reason"], "unavailable", "{paused}");
+    // Well past max_attempts: still pending, never quarantined.
+    d.wait_for("probes past max_attempts", |_| fake.uploads().len() >= 4);
+    assert!(d.events_named("job.quarantined").is_empty(), "{}", d.dump());
+    fake.set_default(Reply::ok());
+    d.wait_completed("wait.png");
+    d.wait_for_event("api.resumed", |_| true);
+    assert_published(&env, "wait.png");
+    d.stop();
+    assert_nothing_lost(&env);
+}
