@@ -198,6 +198,15 @@ fn sighup_reloads_changed_defaults() {
         .write();
     d.signal(libc::SIGHUP);
     let reloaded = d.wait_for_event("daemon.reloaded", |_| true);
+    env.drop_file("hup.txt", "after reload");
+    env.drop_file("hup.png", images::png(20, 20, 410));
+    d.wait_completed("hup.png");
+    assert_eq!(
+        fake.uploads()[0].field("rendering_speed"),
+        Some("QUALITY"),
+        "the new default was not applied live: {reloaded}"
+    );
+    // A list of dotted key names, not one string holding JSON.
     let changed: Vec<&str> = reloaded["changed"]
         .as_array()
         .unwrap_or_else(|| panic!("changed is not a list: {reloaded}"))
@@ -205,10 +214,6 @@ fn sighup_reloads_changed_defaults() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(changed, ["defaults.rendering_speed"], "{reloaded}");
-    env.drop_file("hup.txt", "after reload");
-    env.drop_file("hup.png", images::png(20, 20, 410));
-    d.wait_completed("hup.png");
-    assert_eq!(fake.uploads()[0].field("rendering_speed"), Some("QUALITY"));
     d.stop();
 }
 
