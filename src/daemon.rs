@@ -54,12 +54,8 @@ pub async fn run(
             config.quarantine.clone(),
         ],
     };
-    let ctx = Arc::new(Ctx {
-        gate: Gate::new(&config),
-        api,
-        stats: pipeline::Stats::default(),
-        config,
-    });
+    let gate = Gate::new(&config);
+    let ctx = Arc::new(Ctx::new(config, gate, api));
     let (tx, rx) = mpsc::channel(4096);
     let (watcher, chosen) = if options.once {
         (
@@ -71,7 +67,7 @@ pub async fn run(
             },
         )
     } else {
-        let (w, c) = watch::start(&scope, ctx.config.watch.mode, tx);
+        let (w, c) = watch::start(&scope, ctx.config().watch.mode, tx);
         (Some(w), c)
     };
     let mode = match (chosen.native, chosen.poll) {
@@ -80,15 +76,15 @@ pub async fn run(
         (false, false) => "once",
     };
     info!(event = events::DAEMON_STARTED, version = crate::VERSION,
-        inbox = %ctx.config.inbox.display(), outbox = %ctx.config.outbox.display(),
-        quarantine = %ctx.config.quarantine.display(), provider = ctx.config.api.provider.name(),
+        inbox = %ctx.config().inbox.display(), outbox = %ctx.config().outbox.display(),
+        quarantine = %ctx.config().quarantine.display(), provider = ctx.config().api.provider.name(),
         watch_mode = mode, "remixd started");
     info!(event = events::WATCH_MODE, watch_mode = mode, why = %chosen.why, "watching the inbox");
     let jobs = Jobs {
         tracker: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
     };
-    for dir in journal::list(&ctx.config.work_dir)? {
+    for dir in journal::list(&ctx.config().work_dir)? {
         let ctx = Arc::clone(&ctx);
         jobs.spawn(pipeline::run_resumed(ctx, dir));
     }
@@ -131,18 +127,18 @@ async fn drain(ctx: &Ctx, jobs: &Jobs, shutdown: &Shutdown) {
             signal,
             in_flight,
             "stopping: no new claims; in-flight jobs get {}",
-            humantime::format_duration(ctx.config.shutdown_grace)
+            humantime::format_duration(ctx.config().shutdown_grace)
         );
     }
     jobs.tracker.close();
-    if tokio::time::timeout(ctx.config.shutdown_grace, jobs.tracker.wait())
+    if tokio::time::timeout(ctx.config().shutdown_grace, jobs.tracker.wait())
         .await
         .is_err()
     {
         jobs.hard_stop.cancel();
         jobs.tracker.wait().await;
     }
-    let left = journal::list(&ctx.config.work_dir).map_or(0, |l| l.len());
+    let left = journal::list(&ctx.config().work_dir).map_or(0, |l| l.len());
     info!(
         event = events::DAEMON_STOPPED,
         signal,
@@ -173,7 +169,7 @@ impl IntakeLoop {
         watcher: Option<watch::Watcher>,
         rx: mpsc::Receiver<WatchMsg>,
     ) -> Self {
-        let w = &ctx.config.watch;
+        let w = &ctx.config().watch;
         let timings = IntakeTimings {
             settle: w.settle,
             sidecar_wait: w.sidecar_wait,
@@ -181,7 +177,7 @@ impl IntakeLoop {
         };
         // Jobs past the API's concurrency wait claimed in the work area; keeping that queue
         // short leaves the rest in the inbox for other remixd processes to take.
-        let slots = ctx.config.limits.concurrency * 2 + 2;
+        let slots = ctx.config().limits.concurrency * 2 + 2;
         Self {
             ctx: Arc::clone(ctx),
             scope,
@@ -201,7 +197,7 @@ impl IntakeLoop {
         let pending = self.intake.pending() + jobs.tracker.len();
         info!(event = events::DAEMON_READY, pending, "ready");
         systemd::ready(&self.status_line());
-        let cfg = &self.ctx.config;
+        let cfg = self.ctx.config();
         let mut tick = tokio::time::interval(tick_period(cfg.watch.settle));
         let mut rescan = interval_after(cfg.watch.rescan_interval);
         let mut poll = interval_after(cfg.watch.poll_interval);
@@ -227,8 +223,10 @@ impl IntakeLoop {
                 _ = stats.tick() => self.stats(),
                 _ = dog.tick() => systemd::watchdog(),
                 Some(()) = recv_reload(&mut self.reloads) => {
-                    if let Some(timings) = self.reloader.reload(&self.ctx.config) {
-                        self.intake.set_timings(timings);
+                    if let Some(fresh) = self.reloader.reload(&self.ctx.config()) {
+                        let w = &fresh.watch;
+                        self.intake.set_timings(IntakeTimings { settle: w.settle, sidecar_wait: w.sidecar_wait, orphan_after: w.orphan_after });
+                        self.ctx.replace_config(fresh);
                     }
                 }
             }
@@ -424,12 +422,16 @@ async fn recv_reload(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()>
 /// Keys whose new value needs a restart: the folders, and the API's provider and key.
 const RESTART_KEYS: [&str; 5] = ["inbox", "outbox", "quarantine", "work_dir", "api."];
 
-/// Keys a reload applies at once; the rest are read at the next start.
-const LIVE_KEYS: [&str; 4] = [
-    "logging.level",
-    "watch.settle",
-    "watch.sidecar_wait",
-    "watch.orphan_after",
+/// Keys a reload can only apply at the next start: the API gate's limits, the timers of the
+/// intake loop and the process-wide log format and umask. Everything else applies at once.
+const AT_RESTART_KEYS: [&str; 7] = [
+    "limits.",
+    "watch.mode",
+    "watch.poll_interval",
+    "watch.rescan_interval",
+    "logging.format",
+    "logging.stats_interval",
+    "umask",
 ];
 
 /// SIGHUP: re-read the config, apply what can change live, refuse what needs a restart.
@@ -440,8 +442,8 @@ struct Reloader {
 }
 
 impl Reloader {
-    /// The new intake timings when the reload was applied.
-    fn reload(&self, current: &Config) -> Option<IntakeTimings> {
+    /// The new config, when the reload is accepted.
+    fn reload(&self, current: &Config) -> Option<Config> {
         let fresh = match crate::config::load(&current.path, self.overrides) {
             Ok(fresh) => fresh,
             Err(e) => {
@@ -472,15 +474,10 @@ impl Reloader {
         let at_restart: Vec<&str> = changed
             .iter()
             .map(String::as_str)
-            .filter(|k| !LIVE_KEYS.contains(k))
+            .filter(|k| AT_RESTART_KEYS.iter().any(|r| k.starts_with(r)))
             .collect();
         info!(event = events::DAEMON_RELOADED, changed = ?changed, at_restart = ?at_restart,
-            "config re-read; keys listed in at_restart take effect at the next start");
-        let w = &fresh.watch;
-        Some(IntakeTimings {
-            settle: w.settle,
-            sidecar_wait: w.sidecar_wait,
-            orphan_after: w.orphan_after,
-        })
+            "config re-read and applied; keys listed in at_restart take effect at the next start");
+        Some(fresh)
     }
 }

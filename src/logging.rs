@@ -257,7 +257,15 @@ impl Visit for SpanFields {
         self.set(field, Value::from(value.to_string()));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.set(field, Value::from(format!("{value:?}")));
+        let text = format!("{value:?}");
+        // A list logged with `?` (e.g. `changed = ?keys`) prints as a JSON array of strings;
+        // keep it a list so `jq '.changed[]'` works.
+        if field.name() != "message" && text.starts_with('[') && text.ends_with(']') {
+            if let Ok(list @ Value::Array(_)) = serde_json::from_str::<Value>(&text) {
+                return self.set(field, list);
+            }
+        }
+        self.set(field, Value::from(text));
     }
 }
 

@@ -4,8 +4,8 @@
 //! and tries again.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{Instrument, error, info, info_span, warn};
@@ -41,14 +41,46 @@ pub struct Stats {
 /// What every job shares.
 #[derive(Debug)]
 pub struct Ctx {
-    /// The config.
-    pub config: Config,
+    /// The config; a reload swaps it, and each step reads the current one.
+    config: RwLock<Arc<Config>>,
     /// API pacing and pauses.
     pub gate: Gate,
     /// The API client (its HTTP client also downloads).
     pub api: ApiClient,
     /// Counters.
     pub stats: Stats,
+}
+
+impl Ctx {
+    /// Shared state for a run with `config`.
+    #[must_use]
+    pub fn new(config: Config, gate: Gate, api: ApiClient) -> Self {
+        Self {
+            config: RwLock::new(Arc::new(config)),
+            gate,
+            api,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The config in force now.
+    #[must_use]
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(
+            &self
+                .config
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Puts a reloaded config in force for every step that starts from now on.
+    pub fn replace_config(&self, config: Config) {
+        *self
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+    }
 }
 
 /// How a job ended.
@@ -62,8 +94,8 @@ enum End {
 pub async fn run_new(ctx: Arc<Ctx>, req: ClaimRequest) {
     let span = info_span!("job", job_id = %req.job_id, file = %req.source.rel_path().display());
     async move {
-        let inbox = ctx.config.inbox.clone();
-        let work = ctx.config.work_dir.clone();
+        let inbox = ctx.config().inbox.clone();
+        let work = ctx.config().work_dir.clone();
         let claimed = with_local_retry(&ctx, || claim::claim(&inbox, &work, req.clone())).await;
         if let Some(Claim::Taken(dir, record)) = claimed {
             info!(event = events::JOB_CLAIMED, "claimed into the work area");
@@ -108,7 +140,7 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
         match drive(ctx, &dir, &mut record).await {
             Ok(end) => break end,
             Err(e) => {
-                let wait = ctx.config.retry.max_backoff.min(Duration::from_secs(30));
+                let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, local_capacity = e.is_local_capacity(),
                     "a local file step failed; the job waits and tries again (nothing was lost)");
                 tokio::time::sleep(wait).await;
@@ -129,7 +161,7 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
 async fn drive(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord) -> Result<End, FsError> {
     loop {
         match rec.stage.clone() {
-            Stage::Claiming => match claim::finish(&ctx.config.inbox, dir, rec)? {
+            Stage::Claiming => match claim::finish(&ctx.config().inbox, dir, rec)? {
                 Claim::Taken(..) => {}
                 Claim::Lost => return Ok(End::Lost),
             },
@@ -195,12 +227,12 @@ async fn submit_stage(
         return Ok(Err(Verdict::file(*reason, message.clone())));
     }
     let files = dir.files();
-    let (image, request) = match prepare::prepare(&ctx.config, &files, &rec.source) {
+    let (image, request) = match prepare::prepare(&ctx.config(), &files, &rec.source) {
         Ok(ready) => ready,
         Err(verdict) => return Ok(Err(verdict)),
     };
     rec.request = Some(request);
-    if ctx.config.api.provider == Provider::DryRun {
+    if ctx.config().api.provider == Provider::DryRun {
         return dry_run(ctx, dir, rec, image).map(Ok);
     }
     submit_loop(ctx, dir, rec, image).await
@@ -288,7 +320,7 @@ struct Retries {
 impl Retries {
     /// Reports `outcome` to the gate and decides: an end for the job, or a retry after a delay.
     fn judge(&mut self, ctx: &Ctx, outcome: Outcome, probe: bool, started: Instant) -> Next {
-        let retry = &ctx.config.retry;
+        let retry = &ctx.config().retry;
         let refused = |reason, http_status, api_error, message| {
             ctx.gate.report(Signal::Answered, probe);
             Next::Done(Err(api_verdict(reason, http_status, api_error, message)))
@@ -410,6 +442,7 @@ fn dry_run(
 ) -> Result<Answer, FsError> {
     let files = dir.files();
     let source = files.join(&rec.source.file);
+    rec.timings.submitted_at = Some(SystemTime::now());
     let n = rec.request.as_ref().map_or(1, |r| r.num_images);
     let prompt = rec.request.as_ref().and_then(|r| {
         r.fields
@@ -465,7 +498,7 @@ async fn download_all(
     let files = dir.files();
     let stem = rec.source.stem().to_owned();
     let limits = DownloadLimits {
-        timeout: ctx.config.api.request_timeout,
+        timeout: ctx.config().api.request_timeout,
         max_bytes: MAX_OUTPUT_BYTES,
     };
     let started = Instant::now();
@@ -505,7 +538,7 @@ async fn fetch_with_retry(
     n: usize,
     limits: DownloadLimits,
 ) -> Result<Result<Downloaded, String>, FsError> {
-    let retry = &ctx.config.retry;
+    let retry = &ctx.config().retry;
     let mut failures = 0;
     loop {
         match download::fetch(ctx.api.http(), url, files, stem, n, limits).await {
@@ -545,8 +578,8 @@ fn begin_publish(
     let metadata = Metadata {
         job_id: rec.job_id.to_string(),
         remixd_version: crate::VERSION.to_owned(),
-        provider: ctx.config.api.provider.name().to_owned(),
-        endpoint: (ctx.config.api.provider != Provider::DryRun)
+        provider: ctx.config().api.provider.name().to_owned(),
+        endpoint: (ctx.config().api.provider != Provider::DryRun)
             .then(|| ctx.api.endpoint().to_owned()),
         source,
         sidecar,
@@ -567,12 +600,12 @@ fn begin_publish(
     };
     publish::write_metadata(&files, &metadata)?;
     let rel = publish::render_layout(
-        &ctx.config.layout,
+        &ctx.config().layout,
         &rec.source,
         &rec.job_id,
         &publish::utc_date(),
     );
-    let dest = publish::free_destination(&ctx.config.outbox, &rel);
+    let dest = publish::free_destination(&ctx.config().outbox, &rel);
     rec.stage = Stage::Publishing { dest };
     dir.write(rec)
 }
@@ -600,12 +633,12 @@ fn begin_quarantine(
     };
     quarantine::write_error(&files, &error)?;
     let rel = publish::render_layout(
-        &ctx.config.layout,
+        &ctx.config().layout,
         &rec.source,
         &rec.job_id,
         &publish::utc_date(),
     );
-    let dest = publish::free_destination(&ctx.config.quarantine, &rel);
+    let dest = publish::free_destination(&ctx.config().quarantine, &rel);
     rec.stage = Stage::Quarantining {
         dest,
         error: Box::new(error),
@@ -618,7 +651,7 @@ async fn with_local_retry<T>(ctx: &Ctx, mut step: impl FnMut() -> Result<T, FsEr
         match step() {
             Ok(v) => return Some(v),
             Err(e) => {
-                let wait = ctx.config.retry.max_backoff.min(Duration::from_secs(30));
+                let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
                     "claiming failed; the input stays where it is and remixd tries again");
                 tokio::time::sleep(wait).await;
