@@ -270,7 +270,7 @@ mod tests {
             .to_owned()
     }
 
-    async fn busy() -> impl IntoResponse {
+    async fn busy(_upload: axum::body::Bytes) -> impl IntoResponse {
         (
             StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", "17")],
@@ -459,7 +459,9 @@ mod tests {
 
     #[tokio::test]
     async fn unauthorized_pauses() {
-        async fn refuse() -> impl IntoResponse {
+        // Reads the whole upload first: a server that answers mid-upload and closes makes the
+        // client see a broken pipe instead of the answer, which is a different test.
+        async fn refuse(_upload: axum::body::Bytes) -> impl IntoResponse {
             (StatusCode::UNAUTHORIZED, r#"{"message":"invalid key"}"#)
         }
         let app = axum::Router::new().route(REMIX_PATH, axum::routing::post(refuse));
