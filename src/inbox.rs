@@ -15,6 +15,8 @@ use crate::sidecar::{self, SidecarKind};
 /// The per-folder defaults file, never moved.
 pub const DEFAULTS_FILE: &str = "_defaults.yaml";
 
+/// Names remixd itself writes into outbox and quarantine folders.
+const RESERVED_NAMES: [&str; 2] = ["metadata.json", "error.json"];
 const IMAGE_EXTS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
 const IGNORED_SUFFIXES: [&str; 5] = [".tmp", ".part", ".partial", ".crdownload", ".swp"];
 
@@ -53,6 +55,11 @@ pub fn classify_name(name: &OsStr) -> NameKind {
     let text = name.to_string_lossy();
     if text == DEFAULTS_FILE {
         return NameKind::Defaults;
+    }
+    // remixd writes these names into every job folder; taking a file so named along would
+    // overwrite it there, so it is left where it is (typically a job folder copied back).
+    if RESERVED_NAMES.contains(&text.as_ref()) {
+        return NameKind::Ignored;
     }
     let Some((_, ext)) = text.rsplit_once('.') else {
         return NameKind::Other;
@@ -425,6 +432,11 @@ mod tests {
         );
         assert_eq!(classify_name(OsStr::new("notes.pdf")), NameKind::Other);
         assert_eq!(classify_name(OsStr::new("README")), NameKind::Other);
+        assert_eq!(
+            classify_name(OsStr::new("metadata.json")),
+            NameKind::Ignored
+        );
+        assert_eq!(classify_name(OsStr::new("error.json")), NameKind::Ignored);
     }
 
     #[test]

@@ -221,10 +221,16 @@ fn native_watcher(
     tx: mpsc::Sender<WatchMsg>,
     overflow: Arc<AtomicBool>,
 ) -> notify::Result<notify::RecommendedWatcher> {
+    // remixd's own folders inside the inbox (the work area) change with every job step; their
+    // events are dropped here so they cannot crowd out the inbox's.
+    let exclude = scope.exclude.clone();
     let handler = move |res: notify::Result<notify::Event>| match res {
         Ok(event) if event.need_rescan() => overflow.store(true, Ordering::Release),
         Ok(event) => {
             for path in event.paths {
+                if exclude.iter().any(|e| path.starts_with(e)) {
+                    continue;
+                }
                 if tx.try_send(WatchMsg::Changed(path)).is_err() {
                     overflow.store(true, Ordering::Release);
                 }
