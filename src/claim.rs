@@ -31,9 +31,9 @@ pub struct ClaimRequest {
     pub input: Input,
 }
 
-/// Claims an input into `<work_dir>/jobs/<job_id>/files/`.
-pub fn claim(inbox: &Path, work_dir: &Path, req: ClaimRequest) -> Result<Claim, FsError> {
-    let dir = JobDir::new(work_dir, &req.job_id);
+/// Claims an input into `<jobs>/<job_id>/files/`, `jobs` being this process's jobs folder.
+pub fn claim(inbox: &Path, jobs: &Path, req: ClaimRequest) -> Result<Claim, FsError> {
+    let dir = JobDir::new(jobs, &req.job_id);
     dir.create()?;
     let mut record = JobRecord {
         format: JOURNAL_FORMAT,

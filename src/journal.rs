@@ -1,6 +1,6 @@
 //! The journal: one `job.json` per job folder, rewritten durably at every stage change.
 //!
-//! A job folder is `<work_dir>/jobs/<job_id>/` holding `job.json` and `files/` (the claimed
+//! A job folder is `<work_dir>/owners/<owner>/jobs/<job_id>/` (see [`crate::lease`]) holding `job.json` and `files/` (the claimed
 //! input, its sidecar, downloaded outputs, then `metadata.json` or `error.json`). The order of
 //! durable steps, and what each must have synced before the next may start:
 //!
@@ -55,12 +55,19 @@ pub struct JobDir {
 }
 
 impl JobDir {
-    /// The folder for `job_id` under `work_dir`.
+    /// The folder for `job_id` in the jobs folder `jobs`.
     #[must_use]
-    pub fn new(work_dir: &Path, job_id: &JobId) -> Self {
+    pub fn new(jobs: &Path, job_id: &JobId) -> Self {
         Self {
-            root: work_dir.join(JOBS_DIR).join(job_id.as_str()),
+            root: jobs.join(job_id.as_str()),
         }
+    }
+
+    /// Whether the folder is still there: a job folder that vanished was taken over by
+    /// another process after this one's lease expired.
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.root.is_dir()
     }
 
     /// The job folder itself.
@@ -142,19 +149,18 @@ impl JobDir {
     }
 }
 
-/// Every job folder in the work area, oldest id first.
-pub fn list(work_dir: &Path) -> Result<Vec<JobDir>, FsError> {
-    let jobs = work_dir.join(JOBS_DIR);
-    let entries = match fs::read_dir(&jobs) {
+/// Every job folder in the jobs folder `jobs`, oldest id first.
+pub fn list(jobs: &Path) -> Result<Vec<JobDir>, FsError> {
+    let entries = match fs::read_dir(jobs) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).context("listing the work area", &jobs),
+        Err(e) => return Err(e).context("listing the work area", jobs),
     };
     let mut dirs: Vec<JobDir> = entries
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter_map(|e| JobId::parse(&e.file_name().to_string_lossy()))
-        .map(|id| JobDir::new(work_dir, &id))
+        .map(|id| JobDir::new(jobs, &id))
         .collect();
     dirs.sort_by(|a, b| a.root.cmp(&b.root));
     Ok(dirs)

@@ -3,7 +3,7 @@
 //! its journal names. Local failures (disk full, read-only) never quarantine: the job waits
 //! and tries again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -49,17 +49,20 @@ pub struct Ctx {
     pub api: ApiClient,
     /// Counters.
     pub stats: Stats,
+    /// This process's jobs folder in the work area.
+    pub jobs: PathBuf,
 }
 
 impl Ctx {
     /// Shared state for a run with `config`.
     #[must_use]
-    pub fn new(config: Config, gate: Gate, api: ApiClient) -> Self {
+    pub fn new(config: Config, gate: Gate, api: ApiClient, jobs: PathBuf) -> Self {
         Self {
             config: RwLock::new(Arc::new(config)),
             gate,
             api,
             stats: Stats::default(),
+            jobs,
         }
     }
 
@@ -95,8 +98,7 @@ pub async fn run_new(ctx: Arc<Ctx>, req: ClaimRequest) {
     let span = info_span!("job", job_id = %req.job_id, file = %req.source.rel_path().display());
     async move {
         let inbox = ctx.config().inbox.clone();
-        let work = ctx.config().work_dir.clone();
-        let claimed = with_local_retry(&ctx, || claim::claim(&inbox, &work, req.clone())).await;
+        let claimed = with_local_retry(&ctx, || claim::claim(&inbox, &ctx.jobs, req.clone())).await;
         if let Some(Claim::Taken(dir, record)) = claimed {
             info!(event = events::JOB_CLAIMED, "claimed into the work area");
             run(&ctx, dir, *record).await;
@@ -139,6 +141,12 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
     let end = loop {
         match drive(ctx, &dir, &mut record).await {
             Ok(end) => break end,
+            Err(_) if !dir.exists() => {
+                warn!(
+                    "another remixd process took this job over (this one's lease had expired); leaving it to that process"
+                );
+                break End::Lost;
+            }
             Err(e) => {
                 let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, local_capacity = e.is_local_capacity(),
