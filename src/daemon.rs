@@ -215,6 +215,12 @@ impl IntakeLoop {
                 () = stop.cancelled() => break,
                 Some(msg) = self.rx.recv() => self.changed(msg),
                 _ = tick.tick() => {
+                    if self.watcher.as_ref().is_some_and(watch::Watcher::take_degraded) && !self.poll {
+                        self.poll = true;
+                        warn!(event = events::WATCH_MODE, watch_mode = "poll",
+                            why = "the inotify watch limit was reached (raise fs.inotify.max_user_watches)",
+                            "native events are incomplete; polling the inbox from now on");
+                    }
                     if self.watcher.as_ref().is_some_and(watch::Watcher::take_overflow) {
                         self.full_scan(RescanReason::Overflow);
                     }

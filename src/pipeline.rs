@@ -190,7 +190,7 @@ async fn drive(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord) -> Result<End, FsEr
                 Err(verdict) => begin_quarantine(ctx, dir, rec, verdict)?,
             },
             Stage::Publishing { dest } => {
-                finish_move(dir, &dest)?;
+                finish_move(dir, rec, &dest)?;
                 let outputs = std::fs::read_dir(&dest).map_or(0, |d| {
                     d.filter_map(Result::ok)
                         .filter(|e| e.file_name().to_string_lossy().contains("-remix-"))
@@ -201,7 +201,7 @@ async fn drive(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord) -> Result<End, FsEr
                 return Ok(End::Published);
             }
             Stage::Quarantining { dest, error } => {
-                finish_move(dir, &dest)?;
+                finish_move(dir, rec, &dest)?;
                 warn!(event = events::JOB_QUARANTINED, reason = error.reason.name(),
                     message = %error.message, dir = %dest.display(), "moved to the quarantine");
                 return Ok(End::Quarantined);
@@ -210,10 +210,20 @@ async fn drive(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord) -> Result<End, FsEr
     }
 }
 
-fn finish_move(dir: &JobDir, dest: &Path) -> Result<(), FsError> {
+fn finish_move(dir: &JobDir, rec: &JobRecord, dest: &Path) -> Result<(), FsError> {
     let files = dir.files();
     if files.exists() {
-        publish::move_out(&files, dest)?;
+        if publish::holds_job(dest, &rec.job_id) {
+            // A copy across filesystems was renamed into place, then the process stopped
+            // before removing the source: the destination is complete, the source redundant.
+            std::fs::remove_dir_all(&files).map_err(|e| FsError {
+                action: "removing a job's files already copied to their destination",
+                path: files.clone(),
+                source: e,
+            })?;
+        } else {
+            publish::move_out(&files, dest)?;
+        }
     }
     dir.remove()
 }
@@ -580,6 +590,7 @@ fn begin_publish(
     kept: &[Option<Downloaded>],
 ) -> Result<(), FsError> {
     let files = dir.files();
+    publish::remove_temporaries(&files)?;
     let (source, sidecar) = job::describe(&files, &rec.source);
     let now = SystemTime::now();
     let at = |t: Option<SystemTime>| t.map(quarantine::rfc3339);
@@ -625,6 +636,7 @@ fn begin_quarantine(
     verdict: Verdict,
 ) -> Result<(), FsError> {
     let files = dir.files();
+    publish::remove_temporaries(&files)?;
     let (source, sidecar) = job::describe(&files, &rec.source);
     let error = ErrorRecord {
         job_id: rec.job_id.to_string(),
