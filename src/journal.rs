@@ -165,3 +165,77 @@ pub fn list(jobs: &Path) -> Result<Vec<JobDir>, FsError> {
     dirs.sort_by(|a, b| a.root.cmp(&b.root));
     Ok(dirs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Input, Stage};
+
+    /// A journal written by remixd 0.1 (format 1). It must keep loading as the format
+    /// evolves: a job whose answer was journaled by an old version is never submitted again.
+    const V1_RESPONDED: &str = include_str!("../tests/fixtures/journal-v1-responded.json");
+
+    #[test]
+    fn format_1_journal_keeps_loading() {
+        let record: JobRecord = serde_json::from_str(V1_RESPONDED).expect("format 1 loads");
+        assert_eq!(record.source.rel_path(), Path::new("a/b/cat.png"));
+        assert_eq!(record.input, Input::Image);
+        assert_eq!(record.attempts, 2);
+        let Stage::Responded { answer } = &record.stage else {
+            panic!("stage: {:?}", record.stage);
+        };
+        assert_eq!(answer.items.len(), 2);
+        assert!(answer.items[1].url.is_none());
+        assert!(record.timings.responded_at.is_some());
+    }
+
+    #[test]
+    fn every_stage_round_trips_through_the_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = JobDir::new(dir.path(), &JobId::new());
+        job.create().expect("create");
+        let mut record: JobRecord = serde_json::from_str(V1_RESPONDED).expect("fixture");
+        let error = crate::quarantine::ErrorRecord {
+            job_id: record.job_id.to_string(),
+            reason: crate::quarantine::Reason::BadResponse,
+            message: "m".into(),
+            stage: "submitting".into(),
+            attempts: 1,
+            http_status: Some(200),
+            api_error: None,
+            source: crate::job::describe(&job.files(), &record.source).0,
+            sidecar: None,
+            at: "2026-11-24T00:00:00Z".into(),
+            remixd_version: "0".into(),
+        };
+        let stages = [
+            Stage::Claiming,
+            Stage::Claimed,
+            Stage::Submitting { attempt: 3 },
+            record.stage.clone(),
+            Stage::Publishing {
+                dest: "/o/a".into(),
+            },
+            Stage::Quarantining {
+                dest: "/q/a".into(),
+                error: Box::new(error),
+            },
+        ];
+        for stage in stages {
+            record.stage = stage;
+            job.write(&record).expect("write");
+            assert_eq!(job.read().expect("read"), record);
+        }
+    }
+
+    #[test]
+    fn a_journal_from_a_newer_remixd_is_refused_not_misread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = JobDir::new(dir.path(), &JobId::new());
+        job.create().expect("create");
+        let mut record: JobRecord = serde_json::from_str(V1_RESPONDED).expect("fixture");
+        record.format = JOURNAL_FORMAT + 1;
+        job.write(&record).expect("write");
+        assert!(matches!(job.read(), Err(JournalError::Corrupt { .. })));
+    }
+}

@@ -281,3 +281,34 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_are_removed_and_inputs_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["cat.png", "cat.yaml", ".tmp-x.part", ".cat-remix-1.part"] {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        remove_temporaries(dir.path()).expect("clean");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["cat.png", "cat.yaml"]);
+    }
+
+    #[test]
+    fn holds_job_checks_the_job_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = JobId::new();
+        assert!(!holds_job(dir.path(), &id));
+        let json = serde_json::json!({ "job_id": id.as_str() }).to_string();
+        std::fs::write(dir.path().join(METADATA_FILE), json).expect("write");
+        assert!(holds_job(dir.path(), &id));
+        assert!(!holds_job(dir.path(), &JobId::new()));
+    }
+}
