@@ -314,7 +314,11 @@ impl IntakeLoop {
     }
 
     fn dispatch(&mut self, jobs: &Jobs) {
-        let capacity = self.slots.available_permits();
+        let capacity = if self.ctx.disk_blocked() {
+            0
+        } else {
+            self.slots.available_permits()
+        };
         for decision in self.intake.take_ready(Instant::now(), capacity) {
             let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
                 warn!("no job slot free for a ready input; it will be retried");

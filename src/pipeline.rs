@@ -4,7 +4,7 @@
 //! and tries again.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,6 +51,8 @@ pub struct Ctx {
     pub stats: Stats,
     /// This process's jobs folder in the work area.
     pub jobs: PathBuf,
+    /// A disk is full or read-only: no new claims until a job's local step works again.
+    disk_blocked: AtomicBool,
 }
 
 impl Ctx {
@@ -63,6 +65,7 @@ impl Ctx {
             api,
             stats: Stats::default(),
             jobs,
+            disk_blocked: AtomicBool::new(false),
         }
     }
 
@@ -75,6 +78,23 @@ impl Ctx {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
+    }
+
+    /// Whether new claims wait because a disk is full or read-only.
+    #[must_use]
+    pub fn disk_blocked(&self) -> bool {
+        self.disk_blocked.load(Ordering::Relaxed)
+    }
+
+    fn set_disk_blocked(&self, blocked: bool) {
+        let was = self.disk_blocked.swap(blocked, Ordering::Relaxed);
+        if blocked && !was {
+            warn!(
+                "a disk is full or read-only: no new claims until it has room again; nothing is lost"
+            );
+        } else if was && !blocked {
+            info!("the disk has room again; claiming resumes");
+        }
     }
 
     /// Puts a reloaded config in force for every step that starts from now on.
@@ -140,7 +160,10 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
     ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let end = loop {
         match drive(ctx, &dir, &mut record).await {
-            Ok(end) => break end,
+            Ok(end) => {
+                ctx.set_disk_blocked(false);
+                break end;
+            }
             Err(_) if !dir.exists() => {
                 warn!(
                     "another remixd process took this job over (this one's lease had expired); leaving it to that process"
@@ -148,6 +171,7 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
                 break End::Lost;
             }
             Err(e) => {
+                ctx.set_disk_blocked(e.is_local_capacity());
                 let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, local_capacity = e.is_local_capacity(),
                     "a local file step failed; the job waits and tries again (nothing was lost)");
@@ -562,11 +586,16 @@ async fn fetch_with_retry(
         match download::fetch(ctx.api.http(), url, files, stem, n, limits).await {
             Ok(done) => return Ok(Ok(done)),
             Err(DownloadError::Permanent(m)) => return Ok(Err(m)),
-            Err(DownloadError::Local(m)) => {
+            Err(DownloadError::Local(m, capacity)) => {
+                let kind = if capacity {
+                    std::io::ErrorKind::StorageFull
+                } else {
+                    std::io::ErrorKind::Other
+                };
                 return Err(FsError {
                     action: "saving a downloaded output",
                     path: files.to_path_buf(),
-                    source: std::io::Error::other(m),
+                    source: std::io::Error::new(kind, m),
                 });
             }
             Err(DownloadError::Transient(m)) => {
@@ -669,8 +698,12 @@ fn begin_quarantine(
 async fn with_local_retry<T>(ctx: &Ctx, mut step: impl FnMut() -> Result<T, FsError>) -> Option<T> {
     loop {
         match step() {
-            Ok(v) => return Some(v),
+            Ok(v) => {
+                ctx.set_disk_blocked(false);
+                return Some(v);
+            }
             Err(e) => {
+                ctx.set_disk_blocked(e.is_local_capacity());
                 let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
                     "claiming failed; the input stays where it is and remixd tries again");
