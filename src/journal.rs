@@ -18,8 +18,16 @@
 //! 6. Write `metadata.json` (or `error.json`) into `files/` durably, journal `publishing
 //!    {dest}` (or `quarantining {dest, error}`), then move `files/` to `dest` in one rename
 //!    (or a synced copy and rename across filesystems), sync both parents.
+//!    Across filesystems the move is a copy into a hidden `.remixd-incoming-*` folder beside
+//!    `dest` (each file and the folder synced), one rename to `dest`, then the source removed;
+//!    recovery that finds both `dest` (naming this job in its `metadata.json`/`error.json`) and
+//!    `files/` only removes `files/`. Before step 6 remixd's own dot-named temporaries are
+//!    removed from `files/`, so none reaches the outbox.
 //! 7. Remove the job folder (only `job.json` is left in it). A crash between 6 and 7 is seen at
 //!    recovery as a `publishing` job whose `files/` is gone: it only needs removing.
+//!
+//! A local failure at any step (no space, read-only) leaves the journal as it was; the job waits
+//! and retries the step, and no new input is claimed meanwhile.
 
 use std::fs;
 use std::path::{Path, PathBuf};
