@@ -379,17 +379,8 @@ impl IntakeLoop {
 }
 
 fn claim_request(decision: Decision) -> ClaimRequest {
-    let split = |p: &std::path::Path| {
-        let subdir = p
-            .parent()
-            .map(|d| d.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let file = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        (subdir, file)
-    };
+    let parent = |p: &std::path::Path| p.parent().map(PathBuf::from).unwrap_or_default();
+    let name = |p: &std::path::Path| p.file_name().unwrap_or_default().to_os_string();
     match decision {
         Decision::Image {
             job_id,
@@ -397,16 +388,11 @@ fn claim_request(decision: Decision) -> ClaimRequest {
             image,
             sidecar,
         } => {
-            let (subdir, file) = split(&image);
-            let sidecar = sidecar.map(|s| split(&s).1);
+            let sidecar = sidecar.as_deref().map(name);
             ClaimRequest {
                 job_id,
                 detected_at,
-                source: SourceRef {
-                    subdir,
-                    file,
-                    sidecar,
-                },
+                source: SourceRef::new(&parent(&image), &name(&image), sidecar.as_deref()),
                 input: Input::Image,
             }
         }
@@ -415,20 +401,15 @@ fn claim_request(decision: Decision) -> ClaimRequest {
             detected_at,
             path,
             reason,
-        } => {
-            let (subdir, file) = split(&path);
-            let message = crate::quarantine::stray_message(reason);
-            ClaimRequest {
-                job_id,
-                detected_at,
-                source: SourceRef {
-                    subdir,
-                    file,
-                    sidecar: None,
-                },
-                input: Input::Stray { reason, message },
-            }
-        }
+        } => ClaimRequest {
+            job_id,
+            detected_at,
+            source: SourceRef::new(&parent(&path), &name(&path), None),
+            input: Input::Stray {
+                reason,
+                message: crate::quarantine::stray_message(reason),
+            },
+        },
     }
 }
 

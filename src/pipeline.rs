@@ -292,7 +292,7 @@ async fn submit_loop(
             "no request could be built",
         )));
     };
-    let path = dir.files().join(&rec.source.file);
+    let path = dir.files().join(rec.source.file_os());
     let mut retries = Retries::default();
     loop {
         let permit = ctx.gate.admit(request.num_images).await;
@@ -483,7 +483,7 @@ fn dry_run(
     image: ImageInfo,
 ) -> Result<Answer, FsError> {
     let files = dir.files();
-    let source = files.join(&rec.source.file);
+    let source = files.join(rec.source.file_os());
     rec.timings.submitted_at = Some(SystemTime::now());
     let n = rec.request.as_ref().map_or(1, |r| r.num_images);
     let prompt = rec.request.as_ref().and_then(|r| {

@@ -237,6 +237,7 @@ mod tests {
             subdir: subdir.into(),
             file: file.into(),
             sidecar: None,
+            raw: None,
         }
     }
 
