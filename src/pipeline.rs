@@ -158,6 +158,7 @@ pub async fn run_resumed(ctx: Arc<Ctx>, dir: JobDir) {
 
 async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
     ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    let mut odd_failures = 0;
     let end = loop {
         match drive(ctx, &dir, &mut record).await {
             Ok(end) => {
@@ -170,7 +171,16 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
                 );
                 break End::Lost;
             }
+            Err(e) if !e.is_local_capacity() && odd_failures >= ctx.config().retry.max_attempts => {
+                // Not a full disk, and not passing: the job must not hold a slot forever.
+                error!(error = %e, dir = %dir.path().display(),
+                    "a local file step keeps failing; the job is parked in the work area and resumes at the next start");
+                break End::Lost;
+            }
             Err(e) => {
+                if !e.is_local_capacity() {
+                    odd_failures += 1;
+                }
                 ctx.set_disk_blocked(e.is_local_capacity());
                 let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, local_capacity = e.is_local_capacity(),
@@ -702,7 +712,16 @@ async fn with_local_retry<T>(ctx: &Ctx, mut step: impl FnMut() -> Result<T, FsEr
                 ctx.set_disk_blocked(false);
                 return Some(v);
             }
+            Err(e) if !e.is_local_capacity() && odd_failures >= ctx.config().retry.max_attempts => {
+                // Not a full disk, and not passing: the job must not hold a slot forever.
+                error!(error = %e, dir = %dir.path().display(),
+                    "a local file step keeps failing; the job is parked in the work area and resumes at the next start");
+                break End::Lost;
+            }
             Err(e) => {
+                if !e.is_local_capacity() {
+                    odd_failures += 1;
+                }
                 ctx.set_disk_blocked(e.is_local_capacity());
                 let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
