@@ -706,6 +706,7 @@ fn begin_quarantine(
 }
 
 async fn with_local_retry<T>(ctx: &Ctx, mut step: impl FnMut() -> Result<T, FsError>) -> Option<T> {
+    let mut odd_failures = 0;
     loop {
         match step() {
             Ok(v) => {
@@ -713,10 +714,8 @@ async fn with_local_retry<T>(ctx: &Ctx, mut step: impl FnMut() -> Result<T, FsEr
                 return Some(v);
             }
             Err(e) if !e.is_local_capacity() && odd_failures >= ctx.config().retry.max_attempts => {
-                // Not a full disk, and not passing: the job must not hold a slot forever.
-                error!(error = %e, dir = %dir.path().display(),
-                    "a local file step keeps failing; the job is parked in the work area and resumes at the next start");
-                break End::Lost;
+                error!(error = %e, "claiming keeps failing; the input is left where it is for now");
+                return None;
             }
             Err(e) => {
                 if !e.is_local_capacity() {
