@@ -263,6 +263,14 @@ pub fn load(path: &Path, overrides: Overrides) -> Result<Config, ConfigError> {
     load_with_env(path, overrides, &|name| std::env::var_os(name))
 }
 
+/// As [`load`], but reports every problem found rather than the first (for `remixd check`).
+///
+/// # Errors
+/// Every [`ConfigError`] found, one per key.
+pub fn load_all(path: &Path, overrides: Overrides) -> Result<Config, Vec<ConfigError>> {
+    load_all_with_env(path, overrides, &|name| std::env::var_os(name))
+}
+
 /// Reads an environment variable; tests pass their own so they never touch the process's.
 type EnvLookup = dyn Fn(&str) -> Option<OsString>;
 
@@ -271,16 +279,29 @@ fn load_with_env(
     overrides: Overrides,
     env: &EnvLookup,
 ) -> Result<Config, ConfigError> {
-    let path = std::path::absolute(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
+    load_all_with_env(path, overrides, env).map_err(|mut all| all.swap_remove(0))
+}
+
+fn load_all_with_env(
+    path: &Path,
+    overrides: Overrides,
+    env: &EnvLookup,
+) -> Result<Config, Vec<ConfigError>> {
+    let path = std::path::absolute(path).map_err(|source| {
+        vec![ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }]
     })?;
-    let text = fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-        path: path.clone(),
-        source,
+    let text = fs::read_to_string(&path).map_err(|source| {
+        vec![ConfigError::Read {
+            path: path.clone(),
+            source,
+        }]
     })?;
     let raw = parse(&text, &path)?;
-    resolve(raw, &path, overrides, env).map_err(|p| p.into_error(&path))
+    resolve(raw, &path, overrides, env)
+        .map_err(|all| all.into_iter().map(|p| p.into_error(&path)).collect())
 }
 
 /// Pushes `prefix` + the field's name for every listed field that differs.
@@ -583,10 +604,12 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
-    let syntax = |problem: String| ConfigError::Syntax {
-        path: path.to_path_buf(),
-        problem: one_line(&problem),
+fn parse(text: &str, path: &Path) -> Result<RawConfig, Vec<ConfigError>> {
+    let syntax = |problem: String| {
+        vec![ConfigError::Syntax {
+            path: path.to_path_buf(),
+            problem: one_line(&problem),
+        }]
     };
     let doc: Value =
         serde_yaml::from_str(text).map_err(|e| syntax(format!("invalid YAML: {e}")))?;
@@ -600,12 +623,16 @@ fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
             )));
         }
     }
-    check_keys::<RawConfig>(&doc, "", SECTIONS).map_err(|p| p.into_error(path))?;
+    let mut problems = Vec::new();
+    check_keys::<RawConfig>(&doc, "", SECTIONS, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems.into_iter().map(|p| p.into_error(path)).collect());
+    }
     // Every key passed on its own above, so this only fails on something unforeseen.
     serde_yaml::from_value(doc).map_err(|e| syntax(e.to_string()))
 }
 
-type SectionCheck = fn(&Value, &str) -> Result<(), Problem>;
+type SectionCheck = fn(&Value, &str, &mut Vec<Problem>);
 
 /// The top-level keys that hold a mapping of their own keys. `defaults` is not here: the
 /// sidecar module checks remix fields.
@@ -618,8 +645,8 @@ const SECTIONS: &[(&str, SectionCheck)] = &[
     ("logging", check_section::<RawLogging>),
 ];
 
-fn check_section<T: DeserializeOwned>(value: &Value, key: &str) -> Result<(), Problem> {
-    check_keys::<T>(value, key, &[])
+fn check_section<T: DeserializeOwned>(value: &Value, key: &str, out: &mut Vec<Problem>) {
+    check_keys::<T>(value, key, &[], out);
 }
 
 /// Checks a mapping key by key, so an unknown key or bad value is reported under its own
@@ -628,43 +655,47 @@ fn check_keys<T: DeserializeOwned>(
     value: &Value,
     prefix: &str,
     sections: &[(&str, SectionCheck)],
-) -> Result<(), Problem> {
+    out: &mut Vec<Problem>,
+) {
     let map = match value {
-        Value::Null => return Ok(()),
+        Value::Null => return,
         Value::Mapping(map) => map,
         other => {
             let found = describe(other);
-            return Err(problem(
+            out.push(problem(
                 prefix,
                 format!("expected a mapping of keys, found {found}"),
             ));
+            return;
         }
     };
     let known = field_names::<T>();
     for (name, entry) in map {
         let Some(name_text) = name.as_str() else {
-            return Err(problem(
+            out.push(problem(
                 &dotted(prefix, &describe(name)),
                 "keys must be text",
             ));
+            continue;
         };
         let key = dotted(prefix, name_text);
         if !known.contains(&name_text) {
             let expected = known.join(", ");
-            return Err(problem(
+            out.push(problem(
                 &key,
                 format!("unknown key (expected one of {expected})"),
             ));
+            continue;
         }
         if let Some((_, check)) = sections.iter().find(|(section, _)| *section == name_text) {
-            check(entry, &key)?;
+            check(entry, &key, out);
             continue;
         }
         let alone: Mapping = std::iter::once((name.clone(), entry.clone())).collect();
-        serde_yaml::from_value::<T>(Value::Mapping(alone))
-            .map_err(|e| problem(&key, friendly(&e.to_string())))?;
+        if let Err(e) = serde_yaml::from_value::<T>(Value::Mapping(alone)) {
+            out.push(problem(&key, friendly(&e.to_string())));
+        }
     }
-    Ok(())
 }
 
 /// serde names Rust types; a config author thinks in numbers and paths.
@@ -771,33 +802,73 @@ const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// The value of `result`, or `None` with its problem noted.
+fn keep<T>(problems: &mut Vec<Problem>, result: Result<T, Problem>) -> Option<T> {
+    result.map_err(|p| problems.push(p)).ok()
+}
+
+/// Resolves every section, collecting every problem rather than stopping at the first.
 fn resolve(
     raw: RawConfig,
     path: &Path,
     overrides: Overrides,
     env: &EnvLookup,
-) -> Result<Config, Problem> {
+) -> Result<Config, Vec<Problem>> {
     let base = path.parent().unwrap_or_else(|| Path::new("/"));
-    let folders = resolve_folders(&raw, base)?;
+    let mut problems = Vec::new();
+    let folders = keep(&mut problems, resolve_folders(&raw, base));
     let output = raw.output.unwrap_or_default();
     let layout = output.layout.unwrap_or_else(|| DEFAULT_LAYOUT.to_owned());
-    check_layout(&layout).map_err(|text| problem("output.layout", text))?;
+    let layout_ok = keep(
+        &mut problems,
+        check_layout(&layout).map_err(|text| problem("output.layout", text)),
+    );
+    let api_raw = raw.api.unwrap_or_default();
+    let api = keep(&mut problems, resolve_api(&api_raw, base, overrides, env));
+    let defaults = keep(&mut problems, resolve_defaults(raw.defaults.as_ref()));
+    let watch = keep(&mut problems, resolve_watch(&raw.watch.unwrap_or_default()));
+    let limits = keep(
+        &mut problems,
+        resolve_limits(&raw.limits.unwrap_or_default()),
+    );
+    let retry = keep(&mut problems, resolve_retry(&raw.retry.unwrap_or_default()));
+    let logging = keep(
+        &mut problems,
+        resolve_logging(&raw.logging.unwrap_or_default()),
+    );
+    let lease = keep(&mut problems, positive("lease", raw.lease, secs(60)));
+    let (
+        Some(folders),
+        Some(()),
+        Some(api),
+        Some(defaults),
+        Some(watch),
+        Some(limits),
+        Some(retry),
+        Some(logging),
+        Some(lease),
+    ) = (
+        folders, layout_ok, api, defaults, watch, limits, retry, logging, lease,
+    )
+    else {
+        return Err(problems);
+    };
     Ok(Config {
         path: path.to_path_buf(),
         inbox: folders.inbox,
         outbox: folders.outbox,
         quarantine: folders.quarantine,
         work_dir: folders.work_dir,
-        api: resolve_api(&raw.api.unwrap_or_default(), base, overrides, env)?,
-        defaults: resolve_defaults(raw.defaults.as_ref())?,
-        watch: resolve_watch(&raw.watch.unwrap_or_default())?,
-        limits: resolve_limits(&raw.limits.unwrap_or_default())?,
-        retry: resolve_retry(&raw.retry.unwrap_or_default())?,
+        api,
+        defaults,
+        watch,
+        limits,
+        retry,
         layout,
-        logging: resolve_logging(&raw.logging.unwrap_or_default())?,
+        logging,
         shutdown_grace: raw.shutdown_grace.unwrap_or(secs(30)),
         umask: raw.umask.unwrap_or(0o007),
-        lease: positive("lease", raw.lease, secs(60))?,
+        lease,
     })
 }
 
@@ -1828,5 +1899,41 @@ mod tests {
         assert_eq!(cfg.defaults.rendering_speed.as_deref(), Some("DEFAULT"));
         let text = refusal(&format!("{FOLDERS}defaults:\n  num_image: 2\n"));
         assert!(text.starts_with("defaults: "), "{text}");
+    }
+
+    #[test]
+    fn load_all_reports_every_problem_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        fs::write(
+            &path,
+            "inbox: in\noutbox: out\nquarantine: q\nwatch:\n  setle: 1s\nlimits:\n  concurrency: 0\nretry:\n  max_attempts: x\n",
+        )
+        .expect("write");
+        // Keys and types are checked first, all of them; values in range after that.
+        let all = load_all_with_env(&path, Overrides { dry_run: true }, &|_| None)
+            .expect_err("two key problems");
+        let text: Vec<String> = all.iter().map(ToString::to_string).collect();
+        assert_eq!(all.len(), 2, "{text:?}");
+        assert!(text.iter().any(|t| t.contains("watch.setle")), "{text:?}");
+        assert!(
+            text.iter().any(|t| t.contains("retry.max_attempts")),
+            "{text:?}"
+        );
+        fs::write(
+            &path,
+            "inbox: in\noutbox: out\nquarantine: q\nlimits:\n  concurrency: 0\nlease: 0s\napi:\n  base_url: http://example.com\n",
+        )
+        .expect("write");
+        let all = load_all_with_env(&path, Overrides { dry_run: true }, &|_| None)
+            .expect_err("three value problems");
+        let text: Vec<String> = all.iter().map(ToString::to_string).collect();
+        assert_eq!(all.len(), 3, "{text:?}");
+        for key in ["limits.concurrency", "lease", "api.base_url"] {
+            assert!(
+                text.iter().any(|t| t.contains(&format!(": {key}:"))),
+                "{key}: {text:?}"
+            );
+        }
     }
 }
