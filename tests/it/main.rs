@@ -19,6 +19,8 @@ mod fake_api;
 mod images;
 
 mod cli;
+mod fuzz;
+mod hostile;
 mod inbox;
 mod logs;
 mod pipeline;
