@@ -115,6 +115,9 @@ fn run(args: &RunArgs) -> Result<(), DaemonError> {
             dry_run: args.dry_run,
         },
     )?;
+    if let Some(key) = &config.api.api_key {
+        crate::secrets::register(key.expose());
+    }
     apply_umask(config.umask);
     let logging = logging::init(config.logging.format, &config.logging.level)
         .map_err(|e| DaemonError::Logging(e.to_string()))?;
@@ -140,7 +143,9 @@ fn run(args: &RunArgs) -> Result<(), DaemonError> {
 }
 
 fn requeue_cmd(args: &RequeueArgs) -> Result<(), DaemonError> {
-    let config = load(&args.config, Overrides::default())?;
+    // Requeueing only moves files: it needs no API key, so it works for an administrator
+    // outside the service's credentials too.
+    let config = load(&args.config, Overrides { dry_run: true })?;
     apply_umask(config.umask);
     let targets = if args.all {
         RequeueTargets::All

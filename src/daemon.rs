@@ -161,6 +161,7 @@ struct IntakeLoop {
     reloads: Option<mpsc::UnboundedReceiver<()>>,
     reloader: Reloader,
     owner: Owner,
+    fresh_folders: Vec<(PathBuf, Instant)>,
 }
 
 impl IntakeLoop {
@@ -194,6 +195,7 @@ impl IntakeLoop {
             reloads: None,
             reloader: Reloader::default(),
             owner,
+            fresh_folders: Vec::new(),
         }
     }
 
@@ -225,6 +227,7 @@ impl IntakeLoop {
                         self.full_scan(RescanReason::Overflow);
                     }
                     self.restat();
+                    self.rescan_fresh_folders();
                     self.dispatch(jobs);
                     if self.once && self.intake.pending() == 0 && jobs.tracker.is_empty() {
                         break;
@@ -262,18 +265,20 @@ impl IntakeLoop {
         match self.scope.stat(&rel) {
             Entry::Seen(snap) => self.observe(&rel, Some(snap)),
             Entry::Gone => self.observe(&rel, None),
-            // A new folder: files may have landed in it before its watch was added.
+            // A new folder: files may land in it before notify has added its watch, so it is
+            // scanned now and on every tick for a while.
             Entry::Folder => {
-                for (found, snap) in self.scope.scan(&rel) {
-                    self.observe(&found, Some(snap));
-                }
+                self.scan_folder(&rel);
+                self.fresh_folders.push((rel, Instant::now()));
             }
         }
     }
 
     fn observe(&mut self, rel: &std::path::Path, snap: Option<crate::inbox::Snapshot>) {
         if let Some(new) = self.intake.observe(rel, snap, Instant::now()) {
-            info!(event = events::JOB_DETECTED, job_id = %new.job_id, file = %new.path.display(), "new input seen");
+            use std::os::unix::ffi::OsStrExt;
+            let file = crate::job::escape_name(new.path.as_os_str().as_bytes());
+            info!(event = events::JOB_DETECTED, job_id = %new.job_id, file = %file, "new input seen");
         }
     }
 
@@ -303,6 +308,7 @@ impl IntakeLoop {
         for rel in gone {
             self.intake.observe(&rel, None, Instant::now());
         }
+        self.intake.forget_handed_missing(&seen);
         for (rel, snap) in found {
             self.observe(&rel, Some(snap));
         }
@@ -316,6 +322,22 @@ impl IntakeLoop {
                 Entry::Gone => self.observe(&rel, None),
                 Entry::Folder => {}
             }
+        }
+    }
+
+    fn scan_folder(&mut self, rel: &std::path::Path) {
+        for (found, snap) in self.scope.scan(rel) {
+            self.observe(&found, Some(snap));
+        }
+    }
+
+    /// Scans folders created in the last few seconds, which native events may not cover yet.
+    fn rescan_fresh_folders(&mut self) {
+        let window = FRESH_FOLDER_WINDOW.max(self.ctx.config().watch.settle * 2);
+        self.fresh_folders.retain(|(_, at)| at.elapsed() < window);
+        let folders: Vec<PathBuf> = self.fresh_folders.iter().map(|(p, _)| p.clone()).collect();
+        for rel in folders {
+            self.scan_folder(&rel);
         }
     }
 
@@ -418,6 +440,9 @@ fn claim_request(decision: Decision) -> ClaimRequest {
         },
     }
 }
+
+/// How long a new folder is rescanned on every tick.
+const FRESH_FOLDER_WINDOW: Duration = Duration::from_secs(3);
 
 fn tick_period(settle: Duration) -> Duration {
     (settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250))

@@ -198,8 +198,15 @@ fn copy_tree_synced(from: &Path, to: &Path) -> io::Result<()> {
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(entry.path())?, &target)?;
         } else if kind.is_file() {
-            fs::copy(entry.path(), &target)?;
-            File::open(&target)?.sync_all()?;
+            // Contents only: the copy gets remixd's own mode (umask applied), never a setuid or
+            // setgid bit from whoever dropped the file.
+            let mut src = open_nofollow(&entry.path())?;
+            let mut dst = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&target)?;
+            io::copy(&mut src, &mut dst)?;
+            dst.sync_all()?;
         }
         // FIFOs, sockets and devices are never claimed as files to copy; a rename moves them.
     }

@@ -3,14 +3,14 @@
 //! is pure bookkeeping over observations; [`crate::watch`] makes the observations and
 //! [`crate::daemon`] acts on the decisions.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::job::JobId;
 use crate::quarantine::Reason;
-use crate::sidecar::{self, SidecarKind};
+use crate::sidecar::SidecarKind;
 
 /// The per-folder defaults file, never moved.
 pub const DEFAULTS_FILE: &str = "_defaults.yaml";
@@ -72,6 +72,28 @@ pub fn classify_name(name: &OsStr) -> NameKind {
     } else {
         NameKind::Other
     }
+}
+
+/// The sidecar names to look for beside an image, strongest first, by the name's bytes (so a
+/// name that is not UTF-8 finds its sidecar too).
+#[must_use]
+pub fn sidecar_candidates(image: &OsStr) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let bytes = image.as_bytes();
+    let stem = match bytes.iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 => Some(&bytes[..dot]),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for base in std::iter::once(bytes).chain(stem) {
+        for ext in ["yaml", "yml", "json", "txt"] {
+            let mut name = base.to_vec();
+            name.push(b'.');
+            name.extend_from_slice(ext.as_bytes());
+            out.push(std::ffi::OsString::from_vec(name));
+        }
+    }
+    out
 }
 
 /// What kind of file system entry was seen (from `lstat`, never following links).
@@ -178,7 +200,14 @@ pub struct Intake {
     timings: IntakeTimings,
     once: bool,
     tracked: BTreeMap<PathBuf, Tracked>,
+    /// Entries handed to a job and not yet seen gone: a scan that runs before the claim's
+    /// rename must not detect them again.
+    handed: HashMap<PathBuf, Instant>,
 }
+
+/// How long a handed-over entry still in the inbox is left to its job before it counts as
+/// new again (the job gave up claiming it).
+const HANDED_FOR: Duration = Duration::from_secs(600);
 
 /// A new entry seen by [`Intake::observe`], for the `job.detected` log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +227,7 @@ impl Intake {
             timings,
             once,
             tracked: BTreeMap::new(),
+            handed: HashMap::new(),
         }
     }
 
@@ -216,8 +246,15 @@ impl Intake {
     ) -> Option<Detected> {
         let Some(snap) = snap else {
             self.tracked.remove(rel);
+            self.handed.remove(rel);
             return None;
         };
+        if let Some(at) = self.handed.get(rel) {
+            if now.duration_since(*at) < HANDED_FOR {
+                return None;
+            }
+            self.handed.remove(rel);
+        }
         if let Some(t) = self.tracked.get_mut(rel) {
             if t.snap != snap {
                 t.snap = snap;
@@ -248,6 +285,11 @@ impl Intake {
         })
     }
 
+    /// Forgets handed-over entries a full scan no longer found (their claim moved them).
+    pub fn forget_handed_missing(&mut self, seen: &HashSet<PathBuf>) {
+        self.handed.retain(|path, _| seen.contains(path));
+    }
+
     /// Paths being tracked (to re-`lstat` them).
     pub fn tracked_paths(&self) -> impl Iterator<Item = &Path> {
         self.tracked.keys().map(PathBuf::as_path)
@@ -276,7 +318,7 @@ impl Intake {
             }
             let parent = rel.parent().unwrap_or(Path::new(""));
             if let Some(name) = rel.file_name() {
-                for c in sidecar::sidecar_candidates(&name.to_string_lossy()) {
+                for c in sidecar_candidates(name) {
                     wanted.insert(parent.join(c));
                 }
             }
@@ -301,11 +343,13 @@ impl Intake {
             };
             if let Some(decision) = self.decide(&rel, t, now, &wanted) {
                 self.tracked.remove(&rel);
+                self.handed.insert(rel.clone(), now);
                 if let Decision::Image {
                     sidecar: Some(s), ..
                 } = &decision
                 {
                     self.tracked.remove(s);
+                    self.handed.insert(s.clone(), now);
                 }
                 out.push(decision);
             }
@@ -354,9 +398,8 @@ impl Intake {
         now: Instant,
         settled_at: Instant,
     ) -> Option<Decision> {
-        let name = rel.file_name()?.to_string_lossy().into_owned();
         let parent = rel.parent().unwrap_or(Path::new(""));
-        let sidecar = sidecar::sidecar_candidates(&name)
+        let sidecar = sidecar_candidates(rel.file_name()?)
             .into_iter()
             .map(|c| parent.join(c))
             .find(|c| {
@@ -390,6 +433,7 @@ fn is_lone_sidecar(rel: &Path, t: &Tracked, wanted: &HashSet<PathBuf>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sidecar;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -409,6 +453,20 @@ mod tests {
             mtime: None,
             ctime_ns: 0,
         })
+    }
+
+    #[test]
+    fn candidates_by_bytes_match_the_sidecar_rules() {
+        use std::os::unix::ffi::OsStrExt;
+        for name in ["cat.png", "a.b.JPG", "noext"] {
+            let by_bytes: Vec<String> = sidecar_candidates(OsStr::new(name))
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(by_bytes, sidecar::sidecar_candidates(name), "{name}");
+        }
+        let odd = sidecar_candidates(OsStr::from_bytes(b"\xFF.png"));
+        assert_eq!(odd[4].as_bytes(), b"\xFF.yaml");
     }
 
     #[test]
@@ -563,6 +621,27 @@ mod tests {
         assert_eq!(
             reasons,
             vec![Reason::NotRegularFile, Reason::UnsupportedFormat]
+        );
+    }
+
+    #[test]
+    fn a_handed_over_entry_is_not_detected_again_before_its_claim() {
+        let mut intake = Intake::new(timings(), true);
+        let t0 = Instant::now();
+        intake.observe(Path::new("cat.png"), file(1), t0);
+        assert_eq!(intake.take_ready(t0 + 150 * MS, 1).len(), 1);
+        assert!(
+            intake
+                .observe(Path::new("cat.png"), file(1), t0 + 160 * MS)
+                .is_none()
+        );
+        assert_eq!(intake.pending(), 0);
+        intake.observe(Path::new("cat.png"), None, t0 + 170 * MS);
+        assert!(
+            intake
+                .observe(Path::new("cat.png"), file(1), t0 + 180 * MS)
+                .is_some(),
+            "a new file of that name is new"
         );
     }
 

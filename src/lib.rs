@@ -13,6 +13,7 @@
 //!   [`gate`] (API pacing, pauses), [`shutdown`], [`systemd`], [`logging`], [`events`] (log
 //!   event names), [`prepare`] (checks before sending),
 //!   [`fsx`] (durable writes and renames), [`error`] (fatal errors and exit statuses),
+//!   [`secrets`] (the key scrubbed from all output),
 //!   [`requeue`] and [`check`] (the other subcommands).
 
 pub mod api;
@@ -37,6 +38,7 @@ pub mod prepare;
 pub mod publish;
 pub mod quarantine;
 pub mod requeue;
+pub mod secrets;
 pub mod shutdown;
 pub mod sidecar;
 pub mod systemd;

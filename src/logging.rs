@@ -100,7 +100,10 @@ fn parse_level(level: &str) -> Result<EnvFilter, LoggingError> {
     if level.trim().is_empty() {
         return Err(invalid("it is empty".to_owned()));
     }
-    EnvFilter::try_new(level).map_err(|e| invalid(e.to_string()))
+    // notify reports, through the `log` bridge, watches it could not remove on folders that
+    // are already gone (every finished job's); that is expected, not news. A level the user
+    // sets for `notify` explicitly still wins, being later in the list.
+    EnvFilter::try_new(format!("notify=error,{level}")).map_err(|e| invalid(e.to_string()))
 }
 
 /// Holding the lock for the whole line keeps lines from different threads whole.
@@ -171,6 +174,7 @@ where
         let Ok(line) = render_line(level, &fields.0, &spans) else {
             return;
         };
+        let line = crate::secrets::scrub_bytes(line);
         // A closed or full stdout must not stop the daemon; the line is lost either way.
         let _ = self.make_writer.make_writer().write_all(&line);
     }

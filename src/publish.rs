@@ -234,6 +234,7 @@ pub fn write_metadata(files: &Path, metadata: &Metadata) -> Result<(), FsError> 
     let path = files.join(METADATA_FILE);
     let bytes = serde_json::to_vec_pretty(metadata).map_err(std::io::Error::other);
     bytes
+        .map(crate::secrets::scrub_bytes)
         .and_then(|b| fsx::write_durable(&path, &b))
         .context("writing metadata.json", &path)
 }

@@ -121,6 +121,7 @@ pub fn write_error(files: &Path, record: &ErrorRecord) -> Result<(), FsError> {
     let path = files.join(ERROR_FILE);
     let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other);
     bytes
+        .map(crate::secrets::scrub_bytes)
         .and_then(|b| fsx::write_durable(&path, &b))
         .context("writing error.json", &path)
 }

@@ -237,6 +237,9 @@ fn native_watcher(
     let exclude = scope.exclude.clone();
     let handler = move |res: notify::Result<notify::Event>| match res {
         Ok(event) if event.need_rescan() => overflow.store(true, Ordering::Release),
+        // Opening and reading (remixd's own scans open every folder) change nothing; passing
+        // them on would make each scan trigger the next.
+        Ok(event) if !changes_content(event.kind) => {}
         Ok(event) => {
             for path in event.paths {
                 if exclude.iter().any(|e| path.starts_with(e)) {
@@ -258,6 +261,15 @@ fn native_watcher(
     let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
     watcher.watch(&scope.inbox, notify::RecursiveMode::Recursive)?;
     Ok(watcher)
+}
+
+/// Whether an event kind can mean an entry appeared, changed or went away.
+fn changes_content(kind: notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(access) => access == AccessKind::Close(AccessMode::Write),
+        _ => true,
+    }
 }
 
 /// The name of the network or FUSE filesystem `path` is on, if it is on one.

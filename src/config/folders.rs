@@ -84,6 +84,12 @@ pub(super) fn create_folder(dir: &Path, mode: u32) -> Result<(), String> {
 pub(super) fn set_mode(dir: &Path, mode: u32) -> io::Result<()> {
     // A setgid bit inherited from a group-shared parent must survive, or new files would
     // stop taking the folder's group.
-    let special = fs::metadata(dir)?.permissions().mode() & 0o7000;
-    fs::set_permissions(dir, fs::Permissions::from_mode(special | mode))
+    let current = fs::metadata(dir)?.permissions().mode() & 0o7777;
+    let wanted = (current & 0o7000) | mode;
+    if current == wanted {
+        // Under systemd's RestrictSUIDSGID= a chmod that keeps a setgid bit is refused;
+        // there is nothing to change anyway.
+        return Ok(());
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(wanted))
 }

@@ -505,7 +505,7 @@ fn names_with_newlines_and_control_characters_are_handled() {
 /// daemon stays up, although `STEM-remix-1.png` and `STEM-JOBID` would be longer than a file
 /// name may be.
 #[test]
-#[ignore = "a 250-byte name: writing .STEM-remix-1.part fails with ENAMETOOLONG and the job retries forever; reported to the lead"]
+
 fn a_250_byte_name_is_handled() {
     let env = TestEnv::new();
     let (_fake, mut d) = setup(&env, &[]);
@@ -555,7 +555,7 @@ fn dot_dot_names_are_left_alone() {
 /// Issue 4: "File names that are not UTF-8 ... are handled: processed or quarantined". The
 /// entry, under its own bytes, ends in the outbox or the quarantine.
 #[test]
-#[ignore = "non-UTF-8 names: lead is fixing"]
+
 fn a_name_that_is_not_utf8_is_handled() {
     let env = TestEnv::new();
     let (_fake, mut d) = setup(&env, &[]);
@@ -912,7 +912,7 @@ fn a_giant_json_answer_is_bad_response() {
 /// when the API itself echoes it back: in an error body (kept as `api_error`), in a message,
 /// in an output URL that then fails, or inside a successful answer (kept as `response`).
 #[test]
-#[ignore = "the key echoed by the API lands in error.json and job.quarantined messages; reported to the lead"]
+
 fn the_key_never_appears_even_when_the_api_echoes_it() {
     let env = TestEnv::new();
     let (fake, mut d) = setup(&env, &[("retry.max_attempts", "2")]);
