@@ -26,3 +26,4 @@ mod quarantine;
 mod retries;
 mod sidecars;
 mod signals;
+mod systemd;
