@@ -390,18 +390,22 @@ impl IntakeLoop {
         systemd::status(&self.status_line());
     }
 
+    /// What `systemctl status` shows: the counts of `daemon.stats`, and the API's state
+    /// always spelled out, so "not paused" is visible rather than an absence.
     fn status_line(&self) -> String {
         let s = &self.ctx.stats;
         format!(
-            "pending {}, in flight {}, completed {}, quarantined {}{}",
+            "pending {}, in flight {}, completed {}, quarantined {} (since start), \
+             {} images today, API {}",
             self.intake.pending(),
             s.in_flight.load(Ordering::Relaxed),
             s.completed.load(Ordering::Relaxed),
             s.quarantined.load(Ordering::Relaxed),
+            self.ctx.gate.images_today(),
             self.ctx
                 .gate
                 .paused()
-                .map_or(String::new(), |r| format!(", API paused ({})", r.name())),
+                .map_or("ok".to_owned(), |r| format!("paused ({})", r.name())),
         )
     }
 }

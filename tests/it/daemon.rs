@@ -39,8 +39,9 @@ pub struct Daemon {
     status: Option<ExitStatus>,
 }
 
-/// A `remixd` command with a clean environment: no `REMIXD_CONFIG`, no `RUST_LOG`, and the
-/// test key in `REMIXD_API_KEY` unless `key` is `None`.
+/// A `remixd` command with a clean environment: no `REMIXD_CONFIG`, no `RUST_LOG`, no
+/// systemd notify variables (a test run under systemd must not notify its own service), and
+/// the test key in `REMIXD_API_KEY` unless `key` is `None`.
 pub fn command(cwd: &Path, args: &[&str], key: Option<&str>) -> Command {
     let mut cmd = Command::new(bin());
     cmd.args(args)
@@ -48,6 +49,9 @@ pub fn command(cwd: &Path, args: &[&str], key: Option<&str>) -> Command {
         .env_remove("REMIXD_CONFIG")
         .env_remove("RUST_LOG")
         .env_remove("REMIXD_API_KEY")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null());
     if let Some(key) = key {
         cmd.env("REMIXD_API_KEY", key);

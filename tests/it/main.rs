@@ -28,3 +28,4 @@ mod quarantine;
 mod retries;
 mod sidecars;
 mod signals;
+mod systemd;
