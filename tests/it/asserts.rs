@@ -580,3 +580,70 @@ pub fn assert_request_matches(meta: &Value, sent: &[(String, String)]) {
         "metadata request vs the form fields the API received"
     );
 }
+
+/// SPEC.md, A job: "Nothing is ever ... left half-written in the outbox or quarantine". No
+/// `.part` download, no `.remixd-incoming-*` staging folder (a cross-filesystem publish), and
+/// every folder holding files is a complete job folder: `metadata.json` in the outbox,
+/// `error.json` in the quarantine (`quarantine/.requeued/` aside).
+pub fn assert_no_debris(env: &TestEnv) {
+    for (root, marker) in [(&env.outbox, "metadata.json"), (&env.quarantine, "error.json")] {
+        let mut dirs = std::collections::BTreeSet::new();
+        for path in walk_paths(root) {
+            let rel = path.strip_prefix(root).unwrap();
+            if rel.starts_with(".requeued") {
+                continue;
+            }
+            for part in rel.components() {
+                let part = part.as_os_str().to_string_lossy();
+                assert!(
+                    !part.ends_with(".part") && !part.starts_with(".remixd-incoming-"),
+                    "leftover {} in {}\n{}",
+                    rel.display(),
+                    root.display(),
+                    env.describe()
+                );
+            }
+            dirs.insert(path.parent().unwrap().to_path_buf());
+        }
+        for dir in dirs {
+            assert!(
+                dir.join(marker).is_file(),
+                "{} has files but no {marker}: a half-built job folder\n{}",
+                dir.display(),
+                env.describe()
+            );
+        }
+    }
+}
+
+/// Every dropped image and sidecar ended in exactly one place, and that place is the outbox
+/// or the quarantine (nothing pending); each image's folder is complete (checked by
+/// [`assert_published`] or [`assert_quarantined`] with the reason its `error.json` names).
+/// Returns the images that were quarantined, with their reasons.
+pub fn assert_all_ended(env: &TestEnv) -> Vec<(String, String)> {
+    assert_nothing_lost(env);
+    assert_no_debris(env);
+    let mut quarantined = Vec::new();
+    for dropped in env.dropped() {
+        let found = locations(env, &dropped);
+        assert!(
+            !found[0].starts_with(&env.inbox),
+            "{} is still pending at {}\n{}",
+            dropped.rel,
+            found[0].display(),
+            env.describe()
+        );
+        if is_sidecar_name(dropped.name()) {
+            continue;
+        }
+        if found[0].starts_with(&env.outbox) {
+            assert_published(env, &dropped.rel);
+        } else {
+            let error = read_json(&found[0].with_file_name("error.json"));
+            let reason = error["reason"].as_str().unwrap_or_default().to_string();
+            assert_quarantined(env, &dropped.rel, &reason);
+            quarantined.push((dropped.rel.clone(), reason));
+        }
+    }
+    quarantined
+}

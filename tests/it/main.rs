@@ -19,8 +19,10 @@ mod fake_api;
 mod images;
 
 mod cli;
+mod crash;
 mod inbox;
 mod logs;
+mod outage;
 mod pipeline;
 mod quarantine;
 mod retries;
