@@ -20,6 +20,7 @@ mod images;
 
 mod cli;
 mod crash;
+mod disk;
 mod inbox;
 mod logs;
 mod outage;
