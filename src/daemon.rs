@@ -20,6 +20,7 @@ use crate::gate::Gate;
 use crate::inbox::{Decision, Intake, IntakeTimings};
 use crate::job::{Input, SourceRef};
 use crate::journal;
+use crate::lease::Owner;
 use crate::pipeline::{self, Ctx};
 use crate::shutdown::Shutdown;
 use crate::systemd;
@@ -54,8 +55,9 @@ pub async fn run(
             config.quarantine.clone(),
         ],
     };
+    let owner = Owner::register(&config.work_dir)?;
     let gate = Gate::new(&config);
-    let ctx = Arc::new(Ctx::new(config, gate, api));
+    let ctx = Arc::new(Ctx::new(config, gate, api, owner.jobs()));
     let (tx, rx) = mpsc::channel(4096);
     let (watcher, chosen) = if options.once {
         (
@@ -84,11 +86,8 @@ pub async fn run(
         tracker: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
     };
-    for dir in journal::list(&ctx.config().work_dir)? {
-        let ctx = Arc::clone(&ctx);
-        jobs.spawn(pipeline::run_resumed(ctx, dir));
-    }
-    let mut intake = IntakeLoop::new(&ctx, scope, options.once, chosen.poll, watcher, rx);
+    let mut intake = IntakeLoop::new(&ctx, scope, options.once, chosen.poll, watcher, rx, owner);
+    intake.take_over(&jobs);
     intake.reloads = options.reloads.take();
     intake.reloader = Reloader {
         overrides: options.overrides,
@@ -96,6 +95,9 @@ pub async fn run(
     };
     intake.run(&jobs, shutdown.token()).await;
     drain(&ctx, &jobs, &shutdown).await;
+    if journal::list(&ctx.jobs).is_ok_and(|left| left.is_empty()) {
+        intake.owner.retire();
+    }
     Ok(())
 }
 
@@ -138,7 +140,7 @@ async fn drain(ctx: &Ctx, jobs: &Jobs, shutdown: &Shutdown) {
         jobs.hard_stop.cancel();
         jobs.tracker.wait().await;
     }
-    let left = journal::list(&ctx.config().work_dir).map_or(0, |l| l.len());
+    let left = journal::list(&ctx.jobs).map_or(0, |l| l.len());
     info!(
         event = events::DAEMON_STOPPED,
         signal,
@@ -158,6 +160,7 @@ struct IntakeLoop {
     slots: Arc<Semaphore>,
     reloads: Option<mpsc::UnboundedReceiver<()>>,
     reloader: Reloader,
+    owner: Owner,
 }
 
 impl IntakeLoop {
@@ -168,6 +171,7 @@ impl IntakeLoop {
         poll: bool,
         watcher: Option<watch::Watcher>,
         rx: mpsc::Receiver<WatchMsg>,
+        owner: Owner,
     ) -> Self {
         let w = &ctx.config().watch;
         let timings = IntakeTimings {
@@ -189,6 +193,7 @@ impl IntakeLoop {
             slots: Arc::new(Semaphore::new(slots)),
             reloads: None,
             reloader: Reloader::default(),
+            owner,
         }
     }
 
@@ -202,6 +207,7 @@ impl IntakeLoop {
         let mut rescan = interval_after(cfg.watch.rescan_interval);
         let mut poll = interval_after(cfg.watch.poll_interval);
         let mut stats = interval_after(cfg.logging.stats_interval);
+        let mut lease = interval_after(cfg.lease / 3);
         let mut dog =
             interval_after(systemd::watchdog_period().unwrap_or(Duration::from_secs(3600)));
         loop {
@@ -209,6 +215,12 @@ impl IntakeLoop {
                 () = stop.cancelled() => break,
                 Some(msg) = self.rx.recv() => self.changed(msg),
                 _ = tick.tick() => {
+                    if self.watcher.as_ref().is_some_and(watch::Watcher::take_degraded) && !self.poll {
+                        self.poll = true;
+                        warn!(event = events::WATCH_MODE, watch_mode = "poll",
+                            why = "the inotify watch limit was reached (raise fs.inotify.max_user_watches)",
+                            "native events are incomplete; polling the inbox from now on");
+                    }
                     if self.watcher.as_ref().is_some_and(watch::Watcher::take_overflow) {
                         self.full_scan(RescanReason::Overflow);
                     }
@@ -222,6 +234,7 @@ impl IntakeLoop {
                 _ = poll.tick(), if self.poll => self.full_scan(RescanReason::Poll),
                 _ = stats.tick() => self.stats(),
                 _ = dog.tick() => systemd::watchdog(),
+                _ = lease.tick() => self.take_over(jobs),
                 Some(()) = recv_reload(&mut self.reloads) => {
                     if let Some(fresh) = self.reloader.reload(&self.ctx.config()) {
                         let w = &fresh.watch;
@@ -301,7 +314,11 @@ impl IntakeLoop {
     }
 
     fn dispatch(&mut self, jobs: &Jobs) {
-        let capacity = self.slots.available_permits();
+        let capacity = if self.ctx.disk_blocked() {
+            0
+        } else {
+            self.slots.available_permits()
+        };
         for decision in self.intake.take_ready(Instant::now(), capacity) {
             let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
                 warn!("no job slot free for a ready input; it will be retried");
@@ -313,6 +330,20 @@ impl IntakeLoop {
                 pipeline::run_new(ctx, request).await;
                 drop(permit);
             });
+        }
+    }
+
+    /// Renews this process's lease and resumes the jobs of processes presumed dead.
+    fn take_over(&self, jobs: &Jobs) {
+        let now = match self.owner.renew() {
+            Ok(now) => now,
+            Err(e) => {
+                warn!(error = %e, "could not renew the lease; other processes may take this one's jobs over");
+                return;
+            }
+        };
+        for dir in self.owner.take_over_dead(self.ctx.config().lease, now) {
+            jobs.spawn(pipeline::run_resumed(Arc::clone(&self.ctx), dir));
         }
     }
 
@@ -348,17 +379,8 @@ impl IntakeLoop {
 }
 
 fn claim_request(decision: Decision) -> ClaimRequest {
-    let split = |p: &std::path::Path| {
-        let subdir = p
-            .parent()
-            .map(|d| d.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let file = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        (subdir, file)
-    };
+    let parent = |p: &std::path::Path| p.parent().map(PathBuf::from).unwrap_or_default();
+    let name = |p: &std::path::Path| p.file_name().unwrap_or_default().to_os_string();
     match decision {
         Decision::Image {
             job_id,
@@ -366,16 +388,11 @@ fn claim_request(decision: Decision) -> ClaimRequest {
             image,
             sidecar,
         } => {
-            let (subdir, file) = split(&image);
-            let sidecar = sidecar.map(|s| split(&s).1);
+            let sidecar = sidecar.as_deref().map(name);
             ClaimRequest {
                 job_id,
                 detected_at,
-                source: SourceRef {
-                    subdir,
-                    file,
-                    sidecar,
-                },
+                source: SourceRef::new(&parent(&image), &name(&image), sidecar.as_deref()),
                 input: Input::Image,
             }
         }
@@ -384,20 +401,15 @@ fn claim_request(decision: Decision) -> ClaimRequest {
             detected_at,
             path,
             reason,
-        } => {
-            let (subdir, file) = split(&path);
-            let message = crate::quarantine::stray_message(reason);
-            ClaimRequest {
-                job_id,
-                detected_at,
-                source: SourceRef {
-                    subdir,
-                    file,
-                    sidecar: None,
-                },
-                input: Input::Stray { reason, message },
-            }
-        }
+        } => ClaimRequest {
+            job_id,
+            detected_at,
+            source: SourceRef::new(&parent(&path), &name(&path), None),
+            input: Input::Stray {
+                reason,
+                message: crate::quarantine::stray_message(reason),
+            },
+        },
     }
 }
 

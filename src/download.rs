@@ -35,9 +35,10 @@ pub enum DownloadError {
     /// Will not get better (404/410/403, not an image, too large, bad URL).
     #[error("{0}")]
     Permanent(String),
-    /// Writing it failed (disk full, read-only): never the file's fault.
+    /// Writing it failed: never the file's fault. The flag says it was for want of space or
+    /// a writable disk (ENOSPC, EDQUOT, EROFS), which pauses claiming.
     #[error("{0}")]
-    Local(String),
+    Local(String, bool),
 }
 
 /// Limits for one download.
@@ -97,9 +98,10 @@ async fn keep(
             format: kept.format,
         }),
         Ok(Err(e)) => Err(local("keeping the output as", &target, &e)),
-        Err(e) => Err(DownloadError::Local(format!(
-            "keeping the output {file}: {e}"
-        ))),
+        Err(e) => Err(DownloadError::Local(
+            format!("keeping the output {file}: {e}"),
+            false,
+        )),
     }
 }
 
@@ -229,7 +231,10 @@ fn too_large(url: &str, limits: DownloadLimits) -> DownloadError {
 }
 
 fn local(action: &str, path: &Path, err: &std::io::Error) -> DownloadError {
-    DownloadError::Local(format!("{action} {}: {err}", path.display()))
+    DownloadError::Local(
+        format!("{action} {}: {err}", path.display()),
+        crate::fsx::is_capacity_error(err),
+    )
 }
 
 /// An output already fetched by an earlier run (`{stem}-remix-{n}.*` with image bytes), re-hashed.
@@ -397,7 +402,7 @@ mod tests {
             let kind = match &err {
                 DownloadError::Transient(_) => "transient",
                 DownloadError::Permanent(_) => "permanent",
-                DownloadError::Local(_) => "local",
+                DownloadError::Local(..) => "local",
             };
             assert_eq!(kind, want, "{url}: {err}");
             assert!(err.to_string().contains(words), "{url}: {err}");
@@ -412,7 +417,7 @@ mod tests {
         let err = get_into(&format!("{base}/good"), &dir.path().join("gone"))
             .await
             .expect_err("no folder");
-        assert!(matches!(err, DownloadError::Local(_)), "{err}");
+        assert!(matches!(err, DownloadError::Local(..)), "{err}");
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub fn is_capacity_error(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
         Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS)
+    ) || matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::ReadOnlyFilesystem
     )
 }
 

@@ -53,15 +53,105 @@ impl std::fmt::Display for JobId {
 /// Where a job's input came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRef {
-    /// Folder inside the inbox, `/`-separated, `""` at the root.
+    /// Folder inside the inbox, `/`-separated, `""` at the root (escaped if not UTF-8).
     pub subdir: String,
-    /// The input's file name.
+    /// The input's file name (escaped if not UTF-8).
     pub file: String,
     /// The sidecar's file name, if one was claimed with it.
     pub sidecar: Option<String>,
+    /// The exact bytes of the names, kept only when one is not UTF-8: the text fields then
+    /// hold a readable escape (`\xFF`), and the files are found by these bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawNames>,
+}
+
+/// Names as bytes, for inputs whose names are not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawNames {
+    /// The folder inside the inbox.
+    pub subdir: Vec<u8>,
+    /// The input's name.
+    pub file: Vec<u8>,
+    /// The sidecar's name.
+    pub sidecar: Option<Vec<u8>>,
+}
+
+/// A name as readable text: UTF-8 as it is, other bytes as `\xNN`.
+#[must_use]
+pub fn escape_name(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02X}");
+        }
+    }
+    out
 }
 
 impl SourceRef {
+    /// Describes an input at `subdir/file` (relative to the inbox) and its sidecar's name.
+    #[must_use]
+    pub fn new(subdir: &Path, file: &std::ffi::OsStr, sidecar: Option<&std::ffi::OsStr>) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        let subdir_bytes = subdir.as_os_str().as_bytes();
+        let all_utf8 = std::str::from_utf8(subdir_bytes).is_ok()
+            && file.to_str().is_some()
+            && sidecar.is_none_or(|s| s.to_str().is_some());
+        Self {
+            subdir: escape_name(subdir_bytes),
+            file: escape_name(file.as_bytes()),
+            sidecar: sidecar.map(|s| escape_name(s.as_bytes())),
+            raw: (!all_utf8).then(|| RawNames {
+                subdir: subdir_bytes.to_vec(),
+                file: file.as_bytes().to_vec(),
+                sidecar: sidecar.map(|s| s.as_bytes().to_vec()),
+            }),
+        }
+    }
+
+    /// The folder inside the inbox, as a path.
+    #[must_use]
+    pub fn subdir_path(&self) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        match &self.raw {
+            Some(raw) => PathBuf::from(std::ffi::OsStr::from_bytes(&raw.subdir)),
+            None => PathBuf::from(&self.subdir),
+        }
+    }
+
+    /// The input's name on disk.
+    #[must_use]
+    pub fn file_os(&self) -> std::ffi::OsString {
+        use std::os::unix::ffi::OsStrExt;
+        match &self.raw {
+            Some(raw) => std::ffi::OsStr::from_bytes(&raw.file).to_os_string(),
+            None => self.file.clone().into(),
+        }
+    }
+
+    /// The sidecar's name on disk.
+    #[must_use]
+    pub fn sidecar_os(&self) -> Option<std::ffi::OsString> {
+        use std::os::unix::ffi::OsStrExt;
+        match &self.raw {
+            Some(raw) => raw
+                .sidecar
+                .as_ref()
+                .map(|s| std::ffi::OsStr::from_bytes(s).to_os_string()),
+            None => self.sidecar.clone().map(Into::into),
+        }
+    }
+
+    /// Forgets the sidecar (it vanished before the claim).
+    pub fn drop_sidecar(&mut self) {
+        self.sidecar = None;
+        if let Some(raw) = &mut self.raw {
+            raw.sidecar = None;
+        }
+    }
+
     /// The input's path relative to the inbox, as logged.
     #[must_use]
     pub fn rel_path(&self) -> PathBuf {
@@ -235,7 +325,7 @@ pub struct SidecarInfo {
 /// Describes the claimed input and sidecar in `files`, reading them without following links.
 #[must_use]
 pub fn describe(files: &Path, source: &SourceRef) -> (SourceInfo, Option<SidecarInfo>) {
-    let path = files.join(&source.file);
+    let path = files.join(source.file_os());
     let mut info = SourceInfo {
         file: source.file.clone(),
         subdir: source.subdir.clone(),
@@ -259,7 +349,10 @@ pub fn describe(files: &Path, source: &SourceRef) -> (SourceInfo, Option<Sidecar
     }
     let sidecar = source.sidecar.as_ref().map(|name| SidecarInfo {
         file: name.clone(),
-        sha256: hash_regular(&files.join(name)).map(|(_, sha)| sha),
+        sha256: source
+            .sidecar_os()
+            .and_then(|os| hash_regular(&files.join(os)))
+            .map(|(_, sha)| sha),
     });
     (info, sidecar)
 }

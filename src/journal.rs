@@ -1,6 +1,6 @@
 //! The journal: one `job.json` per job folder, rewritten durably at every stage change.
 //!
-//! A job folder is `<work_dir>/jobs/<job_id>/` holding `job.json` and `files/` (the claimed
+//! A job folder is `<work_dir>/owners/<owner>/jobs/<job_id>/` (see [`crate::lease`]) holding `job.json` and `files/` (the claimed
 //! input, its sidecar, downloaded outputs, then `metadata.json` or `error.json`). The order of
 //! durable steps, and what each must have synced before the next may start:
 //!
@@ -18,8 +18,16 @@
 //! 6. Write `metadata.json` (or `error.json`) into `files/` durably, journal `publishing
 //!    {dest}` (or `quarantining {dest, error}`), then move `files/` to `dest` in one rename
 //!    (or a synced copy and rename across filesystems), sync both parents.
+//!    Across filesystems the move is a copy into a hidden `.remixd-incoming-*` folder beside
+//!    `dest` (each file and the folder synced), one rename to `dest`, then the source removed;
+//!    recovery that finds both `dest` (naming this job in its `metadata.json`/`error.json`) and
+//!    `files/` only removes `files/`. Before step 6 remixd's own dot-named temporaries are
+//!    removed from `files/`, so none reaches the outbox.
 //! 7. Remove the job folder (only `job.json` is left in it). A crash between 6 and 7 is seen at
 //!    recovery as a `publishing` job whose `files/` is gone: it only needs removing.
+//!
+//! A local failure at any step (no space, read-only) leaves the journal as it was; the job waits
+//! and retries the step, and no new input is claimed meanwhile.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -55,12 +63,19 @@ pub struct JobDir {
 }
 
 impl JobDir {
-    /// The folder for `job_id` under `work_dir`.
+    /// The folder for `job_id` in the jobs folder `jobs`.
     #[must_use]
-    pub fn new(work_dir: &Path, job_id: &JobId) -> Self {
+    pub fn new(jobs: &Path, job_id: &JobId) -> Self {
         Self {
-            root: work_dir.join(JOBS_DIR).join(job_id.as_str()),
+            root: jobs.join(job_id.as_str()),
         }
+    }
+
+    /// Whether the folder is still there: a job folder that vanished was taken over by
+    /// another process after this one's lease expired.
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.root.is_dir()
     }
 
     /// The job folder itself.
@@ -142,20 +157,93 @@ impl JobDir {
     }
 }
 
-/// Every job folder in the work area, oldest id first.
-pub fn list(work_dir: &Path) -> Result<Vec<JobDir>, FsError> {
-    let jobs = work_dir.join(JOBS_DIR);
-    let entries = match fs::read_dir(&jobs) {
+/// Every job folder in the jobs folder `jobs`, oldest id first.
+pub fn list(jobs: &Path) -> Result<Vec<JobDir>, FsError> {
+    let entries = match fs::read_dir(jobs) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).context("listing the work area", &jobs),
+        Err(e) => return Err(e).context("listing the work area", jobs),
     };
     let mut dirs: Vec<JobDir> = entries
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter_map(|e| JobId::parse(&e.file_name().to_string_lossy()))
-        .map(|id| JobDir::new(work_dir, &id))
+        .map(|id| JobDir::new(jobs, &id))
         .collect();
     dirs.sort_by(|a, b| a.root.cmp(&b.root));
     Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Input, Stage};
+
+    /// A journal written by remixd 0.1 (format 1). It must keep loading as the format
+    /// evolves: a job whose answer was journaled by an old version is never submitted again.
+    const V1_RESPONDED: &str = include_str!("../tests/fixtures/journal-v1-responded.json");
+
+    #[test]
+    fn format_1_journal_keeps_loading() {
+        let record: JobRecord = serde_json::from_str(V1_RESPONDED).expect("format 1 loads");
+        assert_eq!(record.source.rel_path(), Path::new("a/b/cat.png"));
+        assert_eq!(record.input, Input::Image);
+        assert_eq!(record.attempts, 2);
+        let Stage::Responded { answer } = &record.stage else {
+            panic!("stage: {:?}", record.stage);
+        };
+        assert_eq!(answer.items.len(), 2);
+        assert!(answer.items[1].url.is_none());
+        assert!(record.timings.responded_at.is_some());
+    }
+
+    #[test]
+    fn every_stage_round_trips_through_the_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = JobDir::new(dir.path(), &JobId::new());
+        job.create().expect("create");
+        let mut record: JobRecord = serde_json::from_str(V1_RESPONDED).expect("fixture");
+        let error = crate::quarantine::ErrorRecord {
+            job_id: record.job_id.to_string(),
+            reason: crate::quarantine::Reason::BadResponse,
+            message: "m".into(),
+            stage: "submitting".into(),
+            attempts: 1,
+            http_status: Some(200),
+            api_error: None,
+            source: crate::job::describe(&job.files(), &record.source).0,
+            sidecar: None,
+            at: "2026-11-24T00:00:00Z".into(),
+            remixd_version: "0".into(),
+        };
+        let stages = [
+            Stage::Claiming,
+            Stage::Claimed,
+            Stage::Submitting { attempt: 3 },
+            record.stage.clone(),
+            Stage::Publishing {
+                dest: "/o/a".into(),
+            },
+            Stage::Quarantining {
+                dest: "/q/a".into(),
+                error: Box::new(error),
+            },
+        ];
+        for stage in stages {
+            record.stage = stage;
+            job.write(&record).expect("write");
+            assert_eq!(job.read().expect("read"), record);
+        }
+    }
+
+    #[test]
+    fn a_journal_from_a_newer_remixd_is_refused_not_misread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = JobDir::new(dir.path(), &JobId::new());
+        job.create().expect("create");
+        let mut record: JobRecord = serde_json::from_str(V1_RESPONDED).expect("fixture");
+        record.format = JOURNAL_FORMAT + 1;
+        job.write(&record).expect("write");
+        assert!(matches!(job.read(), Err(JournalError::Corrupt { .. })));
+    }
 }

@@ -7,7 +7,8 @@
 //!   [`sidecar`] (prompt files and `_defaults.yaml`), [`image_info`] (format and size from bytes)
 //! - a job: [`job`] (id, stage), [`journal`] (the job's durable record), [`claim`] (inbox →
 //!   work area), [`api`] (the remote API and the dry-run provider), [`download`] (outputs),
-//!   [`publish`] (outbox and `metadata.json`), [`quarantine`] (reasons and `error.json`)
+//!   [`publish`] (outbox and `metadata.json`), [`quarantine`] (reasons and `error.json`),
+//!   [`lease`] (this process's part of the work area, takeover of dead processes' jobs)
 //! - plumbing: [`daemon`] (the spine), [`pipeline`] (one job from claim to its end),
 //!   [`gate`] (API pacing, pauses), [`shutdown`], [`systemd`], [`logging`], [`events`] (log
 //!   event names), [`prepare`] (checks before sending),
@@ -29,6 +30,7 @@ pub mod image_info;
 pub mod inbox;
 pub mod job;
 pub mod journal;
+pub mod lease;
 pub mod logging;
 pub mod pipeline;
 pub mod prepare;

@@ -3,8 +3,8 @@
 //! its journal names. Local failures (disk full, read-only) never quarantine: the job waits
 //! and tries again.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -49,17 +49,23 @@ pub struct Ctx {
     pub api: ApiClient,
     /// Counters.
     pub stats: Stats,
+    /// This process's jobs folder in the work area.
+    pub jobs: PathBuf,
+    /// A disk is full or read-only: no new claims until a job's local step works again.
+    disk_blocked: AtomicBool,
 }
 
 impl Ctx {
     /// Shared state for a run with `config`.
     #[must_use]
-    pub fn new(config: Config, gate: Gate, api: ApiClient) -> Self {
+    pub fn new(config: Config, gate: Gate, api: ApiClient, jobs: PathBuf) -> Self {
         Self {
             config: RwLock::new(Arc::new(config)),
             gate,
             api,
             stats: Stats::default(),
+            jobs,
+            disk_blocked: AtomicBool::new(false),
         }
     }
 
@@ -72,6 +78,23 @@ impl Ctx {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
+    }
+
+    /// Whether new claims wait because a disk is full or read-only.
+    #[must_use]
+    pub fn disk_blocked(&self) -> bool {
+        self.disk_blocked.load(Ordering::Relaxed)
+    }
+
+    fn set_disk_blocked(&self, blocked: bool) {
+        let was = self.disk_blocked.swap(blocked, Ordering::Relaxed);
+        if blocked && !was {
+            warn!(
+                "a disk is full or read-only: no new claims until it has room again; nothing is lost"
+            );
+        } else if was && !blocked {
+            info!("the disk has room again; claiming resumes");
+        }
     }
 
     /// Puts a reloaded config in force for every step that starts from now on.
@@ -95,8 +118,7 @@ pub async fn run_new(ctx: Arc<Ctx>, req: ClaimRequest) {
     let span = info_span!("job", job_id = %req.job_id, file = %req.source.rel_path().display());
     async move {
         let inbox = ctx.config().inbox.clone();
-        let work = ctx.config().work_dir.clone();
-        let claimed = with_local_retry(&ctx, || claim::claim(&inbox, &work, req.clone())).await;
+        let claimed = with_local_retry(&ctx, || claim::claim(&inbox, &ctx.jobs, req.clone())).await;
         if let Some(Claim::Taken(dir, record)) = claimed {
             info!(event = events::JOB_CLAIMED, "claimed into the work area");
             run(&ctx, dir, *record).await;
@@ -138,8 +160,18 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
     ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let end = loop {
         match drive(ctx, &dir, &mut record).await {
-            Ok(end) => break end,
+            Ok(end) => {
+                ctx.set_disk_blocked(false);
+                break end;
+            }
+            Err(_) if !dir.exists() => {
+                warn!(
+                    "another remixd process took this job over (this one's lease had expired); leaving it to that process"
+                );
+                break End::Lost;
+            }
             Err(e) => {
+                ctx.set_disk_blocked(e.is_local_capacity());
                 let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, local_capacity = e.is_local_capacity(),
                     "a local file step failed; the job waits and tries again (nothing was lost)");
@@ -182,7 +214,7 @@ async fn drive(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord) -> Result<End, FsEr
                 Err(verdict) => begin_quarantine(ctx, dir, rec, verdict)?,
             },
             Stage::Publishing { dest } => {
-                finish_move(dir, &dest)?;
+                finish_move(dir, rec, &dest)?;
                 let outputs = std::fs::read_dir(&dest).map_or(0, |d| {
                     d.filter_map(Result::ok)
                         .filter(|e| e.file_name().to_string_lossy().contains("-remix-"))
@@ -193,7 +225,7 @@ async fn drive(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord) -> Result<End, FsEr
                 return Ok(End::Published);
             }
             Stage::Quarantining { dest, error } => {
-                finish_move(dir, &dest)?;
+                finish_move(dir, rec, &dest)?;
                 warn!(event = events::JOB_QUARANTINED, reason = error.reason.name(),
                     message = %error.message, dir = %dest.display(), "moved to the quarantine");
                 return Ok(End::Quarantined);
@@ -202,10 +234,20 @@ async fn drive(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord) -> Result<End, FsEr
     }
 }
 
-fn finish_move(dir: &JobDir, dest: &Path) -> Result<(), FsError> {
+fn finish_move(dir: &JobDir, rec: &JobRecord, dest: &Path) -> Result<(), FsError> {
     let files = dir.files();
     if files.exists() {
-        publish::move_out(&files, dest)?;
+        if publish::holds_job(dest, &rec.job_id) {
+            // A copy across filesystems was renamed into place, then the process stopped
+            // before removing the source: the destination is complete, the source redundant.
+            std::fs::remove_dir_all(&files).map_err(|e| FsError {
+                action: "removing a job's files already copied to their destination",
+                path: files.clone(),
+                source: e,
+            })?;
+        } else {
+            publish::move_out(&files, dest)?;
+        }
     }
     dir.remove()
 }
@@ -250,7 +292,7 @@ async fn submit_loop(
             "no request could be built",
         )));
     };
-    let path = dir.files().join(&rec.source.file);
+    let path = dir.files().join(rec.source.file_os());
     let mut retries = Retries::default();
     loop {
         let permit = ctx.gate.admit(request.num_images).await;
@@ -441,7 +483,7 @@ fn dry_run(
     image: ImageInfo,
 ) -> Result<Answer, FsError> {
     let files = dir.files();
-    let source = files.join(&rec.source.file);
+    let source = files.join(rec.source.file_os());
     rec.timings.submitted_at = Some(SystemTime::now());
     let n = rec.request.as_ref().map_or(1, |r| r.num_images);
     let prompt = rec.request.as_ref().and_then(|r| {
@@ -544,11 +586,16 @@ async fn fetch_with_retry(
         match download::fetch(ctx.api.http(), url, files, stem, n, limits).await {
             Ok(done) => return Ok(Ok(done)),
             Err(DownloadError::Permanent(m)) => return Ok(Err(m)),
-            Err(DownloadError::Local(m)) => {
+            Err(DownloadError::Local(m, capacity)) => {
+                let kind = if capacity {
+                    std::io::ErrorKind::StorageFull
+                } else {
+                    std::io::ErrorKind::Other
+                };
                 return Err(FsError {
                     action: "saving a downloaded output",
                     path: files.to_path_buf(),
-                    source: std::io::Error::other(m),
+                    source: std::io::Error::new(kind, m),
                 });
             }
             Err(DownloadError::Transient(m)) => {
@@ -572,6 +619,7 @@ fn begin_publish(
     kept: &[Option<Downloaded>],
 ) -> Result<(), FsError> {
     let files = dir.files();
+    publish::remove_temporaries(&files)?;
     let (source, sidecar) = job::describe(&files, &rec.source);
     let now = SystemTime::now();
     let at = |t: Option<SystemTime>| t.map(quarantine::rfc3339);
@@ -617,6 +665,7 @@ fn begin_quarantine(
     verdict: Verdict,
 ) -> Result<(), FsError> {
     let files = dir.files();
+    publish::remove_temporaries(&files)?;
     let (source, sidecar) = job::describe(&files, &rec.source);
     let error = ErrorRecord {
         job_id: rec.job_id.to_string(),
@@ -649,8 +698,12 @@ fn begin_quarantine(
 async fn with_local_retry<T>(ctx: &Ctx, mut step: impl FnMut() -> Result<T, FsError>) -> Option<T> {
     loop {
         match step() {
-            Ok(v) => return Some(v),
+            Ok(v) => {
+                ctx.set_disk_blocked(false);
+                return Some(v);
+            }
             Err(e) => {
+                ctx.set_disk_blocked(e.is_local_capacity());
                 let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
                     "claiming failed; the input stays where it is and remixd tries again");

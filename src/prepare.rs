@@ -20,13 +20,13 @@ pub fn prepare(
     files: &Path,
     source: &SourceRef,
 ) -> Result<(ImageInfo, RemixRequest), Verdict> {
-    let image = check_image(config, &files.join(&source.file))?;
+    let image = check_image(config, &files.join(source.file_os()))?;
     let mut fields = config.defaults.clone();
-    for layer in defaults_layers(&config.inbox, &source.subdir)? {
+    for layer in defaults_layers(&config.inbox, &source.subdir_path())? {
         fields = fields.overlay(layer);
     }
-    if let Some(name) = &source.sidecar {
-        fields = fields.overlay(read_sidecar(&files.join(name), name)?);
+    if let (Some(name), Some(os)) = (&source.sidecar, source.sidecar_os()) {
+        fields = fields.overlay(read_sidecar(&files.join(os), name)?);
     }
     let request = fields.to_request(&image).map_err(|e| match e {
         RequestError::MissingPrompt => Verdict::file(
@@ -95,19 +95,20 @@ fn check_image(config: &Config, path: &Path) -> Result<ImageInfo, Verdict> {
 }
 
 /// The `_defaults.yaml` layers for an image in `subdir`, from the inbox root down.
-fn defaults_layers(inbox: &Path, subdir: &str) -> Result<Vec<Fields>, Verdict> {
+fn defaults_layers(inbox: &Path, subdir: &Path) -> Result<Vec<Fields>, Verdict> {
     let mut layers = Vec::new();
     let mut dir = inbox.to_path_buf();
     let mut rel = String::new();
-    let mut parts: Vec<&str> = vec![""];
-    parts.extend(subdir.split('/').filter(|s| !s.is_empty()));
+    let mut parts: Vec<&std::ffi::OsStr> = vec![std::ffi::OsStr::new("")];
+    parts.extend(subdir.iter());
     for part in parts {
         if !part.is_empty() {
             dir.push(part);
+            let shown = part.to_string_lossy();
             rel = if rel.is_empty() {
-                part.to_owned()
+                shown.into_owned()
             } else {
-                format!("{rel}/{part}")
+                format!("{rel}/{shown}")
             };
         }
         let path = dir.join(DEFAULTS_FILE);

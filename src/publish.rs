@@ -64,6 +64,34 @@ pub fn utc_date() -> String {
     now.get(..10).unwrap_or("1970-01-01").to_owned()
 }
 
+/// Whether `dest` is a complete job folder of `job_id` (its `metadata.json` or `error.json`
+/// names the job).
+#[must_use]
+pub fn holds_job(dest: &Path, job_id: &JobId) -> bool {
+    [METADATA_FILE, crate::quarantine::ERROR_FILE]
+        .iter()
+        .any(|name| {
+            std::fs::read(dest.join(name))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["job_id"] == job_id.as_str())
+        })
+}
+
+/// Removes remixd's own temporary files (dot-names: `.tmp-*.part`, `.STEM-remix-N.part`) that a
+/// crash left in a job's files folder, so they never reach the outbox or quarantine. Inputs
+/// never have dot-names: the inbox ignores them.
+pub fn remove_temporaries(files: &Path) -> Result<(), FsError> {
+    let entries = std::fs::read_dir(files).context("listing a job's files", files)?;
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            let path = entry.path();
+            std::fs::remove_file(&path).context("removing a temporary file", &path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Moves a job's files folder to `dest` (creating its parents): one rename on the same
 /// filesystem, else a synced copy and rename; either way `dest` appears complete.
 pub fn move_out(files: &Path, dest: &Path) -> Result<(), FsError> {
@@ -209,6 +237,7 @@ mod tests {
             subdir: subdir.into(),
             file: file.into(),
             sidecar: None,
+            raw: None,
         }
     }
 
@@ -251,5 +280,36 @@ mod tests {
             obj["style_codes"],
             serde_json::json!(["AAAAAAAA", "BBBBBBBB"])
         );
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_are_removed_and_inputs_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["cat.png", "cat.yaml", ".tmp-x.part", ".cat-remix-1.part"] {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        remove_temporaries(dir.path()).expect("clean");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["cat.png", "cat.yaml"]);
+    }
+
+    #[test]
+    fn holds_job_checks_the_job_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = JobId::new();
+        assert!(!holds_job(dir.path(), &id));
+        let json = serde_json::json!({ "job_id": id.as_str() }).to_string();
+        std::fs::write(dir.path().join(METADATA_FILE), json).expect("write");
+        assert!(holds_job(dir.path(), &id));
+        assert!(!holds_job(dir.path(), &JobId::new()));
     }
 }

@@ -140,6 +140,7 @@ pub struct Chosen {
 pub struct Watcher {
     _native: Option<notify::RecommendedWatcher>,
     overflow: Arc<AtomicBool>,
+    degraded: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -154,6 +155,13 @@ impl Watcher {
     pub fn take_overflow(&self) -> bool {
         self.overflow.swap(false, Ordering::AcqRel)
     }
+
+    /// Whether native events became untrustworthy (the inotify watch limit was reached), so
+    /// the inbox must be polled from now on.
+    #[must_use]
+    pub fn take_degraded(&self) -> bool {
+        self.degraded.swap(false, Ordering::AcqRel)
+    }
 }
 
 #[must_use]
@@ -162,6 +170,7 @@ impl Watcher {
 /// watches left) falls back to polling.
 pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Watcher, Chosen) {
     let overflow = Arc::new(AtomicBool::new(false));
+    let degraded = Arc::new(AtomicBool::new(false));
     let network = network_fs_name(&scope.inbox);
     let wants_native = match mode {
         WatchMode::Poll => false,
@@ -193,7 +202,7 @@ pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Wat
         },
     };
     let native = if wants_native {
-        match native_watcher(scope, tx, Arc::clone(&overflow)) {
+        match native_watcher(scope, tx, Arc::clone(&overflow), Arc::clone(&degraded)) {
             Ok(w) => Some(w),
             Err(e) => {
                 chosen = Chosen {
@@ -211,6 +220,7 @@ pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Wat
         Watcher {
             _native: native,
             overflow,
+            degraded,
         },
         chosen,
     )
@@ -220,6 +230,7 @@ fn native_watcher(
     scope: &Scope,
     tx: mpsc::Sender<WatchMsg>,
     overflow: Arc<AtomicBool>,
+    degraded: Arc<AtomicBool>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     // remixd's own folders inside the inbox (the work area) change with every job step; their
     // events are dropped here so they cannot crowd out the inbox's.
@@ -236,7 +247,12 @@ fn native_watcher(
                 }
             }
         }
-        Err(_) => overflow.store(true, Ordering::Release),
+        Err(e) => {
+            if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+                degraded.store(true, Ordering::Release);
+            }
+            overflow.store(true, Ordering::Release);
+        }
     };
     let config = notify::Config::default().with_follow_symlinks(false);
     let mut watcher = notify::RecommendedWatcher::new(handler, config)?;

@@ -1,0 +1,239 @@
+//! Owning a part of the work area. Each process registers `<work_dir>/owners/<owner>/` with a
+//! `lease` file it rewrites every third of `lease`; its jobs live in that folder's `jobs/`.
+//! A process whose lease has not been renewed for `lease` is presumed dead, and any other
+//! process takes its jobs over by renaming each job folder into its own `jobs/`: the rename
+//! decides who gets a job, so no job is run by two live processes. A process that finds a job
+//! folder gone has been presumed dead itself and drops the job ([`crate::pipeline`]).
+//!
+//! Lease ages are measured against the filesystem's own clock (the mtime of the taker's freshly
+//! renewed lease), so hosts sharing the folder over NFS or SMB need not agree on the time. On
+//! one host a lease whose process is gone is taken at once, so a restart resumes immediately.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsx::{self, Context, FsError};
+use crate::journal::{JOBS_DIR, JobDir};
+
+/// The folder of owners under the work area.
+pub const OWNERS_DIR: &str = "owners";
+const LEASE_FILE: &str = "lease";
+
+/// What a lease file says about its process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Host name.
+    pub host: String,
+    /// Process id on that host.
+    pub pid: u32,
+    /// The remixd version.
+    pub version: String,
+}
+
+/// This process's part of the work area.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    work_dir: PathBuf,
+    root: PathBuf,
+    info: LeaseInfo,
+}
+
+impl Owner {
+    /// Registers a new owner (a fresh id) and writes its first lease.
+    pub fn register(work_dir: &Path) -> Result<Self, FsError> {
+        let id = ulid::Ulid::new().to_string();
+        let root = work_dir.join(OWNERS_DIR).join(id);
+        let owner = Self {
+            work_dir: work_dir.to_path_buf(),
+            info: LeaseInfo {
+                host: host_name(),
+                pid: std::process::id(),
+                version: crate::VERSION.to_owned(),
+            },
+            root,
+        };
+        fsx::create_dir_all_durable(&owner.jobs())
+            .context("registering in the work area", &owner.root)?;
+        owner.renew()?;
+        Ok(owner)
+    }
+
+    /// This owner's jobs folder.
+    #[must_use]
+    pub fn jobs(&self) -> PathBuf {
+        self.root.join(JOBS_DIR)
+    }
+
+    /// Rewrites the lease; returns its new mtime, the filesystem's idea of "now".
+    pub fn renew(&self) -> Result<SystemTime, FsError> {
+        let path = self.root.join(LEASE_FILE);
+        let bytes = serde_json::to_vec(&self.info).map_err(std::io::Error::other);
+        bytes
+            .and_then(|b| fsx::write_durable(&path, &b))
+            .and_then(|()| fs::metadata(&path)?.modified())
+            .context("renewing the lease", &path)
+    }
+
+    /// Takes over the jobs of every owner presumed dead (and of the single-process layout's
+    /// `<work_dir>/jobs/`), returning the job folders now ours.
+    pub fn take_over_dead(&self, lease: Duration, now: SystemTime) -> Vec<JobDir> {
+        let mut taken = self.adopt(&self.work_dir.join(JOBS_DIR));
+        let Ok(entries) = fs::read_dir(self.work_dir.join(OWNERS_DIR)) else {
+            return taken;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let peer = entry.path();
+            if peer == self.root || !self.presumed_dead(&peer, lease, now) {
+                continue;
+            }
+            let jobs = self.adopt(&peer.join(JOBS_DIR));
+            if !jobs.is_empty() {
+                tracing::warn!(owner = %peer.display(), jobs = jobs.len(),
+                    "taking over the jobs of a remixd process presumed dead (its lease expired)");
+            }
+            taken.extend(jobs);
+            remove_if_empty(&peer);
+        }
+        taken
+    }
+
+    fn presumed_dead(&self, peer: &Path, lease: Duration, now: SystemTime) -> bool {
+        let path = peer.join(LEASE_FILE);
+        let info: Option<LeaseInfo> = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(info) = &info {
+            if info.host == self.info.host && !process_alive(info.pid) {
+                return true;
+            }
+        }
+        let renewed = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .or_else(|_| fs::metadata(peer).and_then(|m| m.modified()));
+        renewed.is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age > lease))
+    }
+
+    /// Moves every job folder in `jobs` into ours; the ones another process moved first are
+    /// simply not there any more.
+    fn adopt(&self, jobs: &Path) -> Vec<JobDir> {
+        let Ok(list) = crate::journal::list(jobs) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        for dir in list {
+            let Some(name) = dir.path().file_name() else {
+                continue;
+            };
+            let dest = self.jobs().join(name);
+            if fsx::rename_durable(dir.path(), &dest).is_ok() {
+                taken.push(JobDir::new(
+                    &self.jobs(),
+                    &crate::job::JobId::parse(&name.to_string_lossy()).unwrap_or_default(),
+                ));
+            }
+        }
+        taken
+    }
+
+    /// Removes this owner's folder when it holds no job (a clean stop with nothing pending).
+    pub fn retire(&self) {
+        remove_if_empty(&self.root);
+    }
+}
+
+/// Removes an owner folder that holds no job: its lease and empty `jobs/`.
+fn remove_if_empty(owner: &Path) {
+    let jobs = owner.join(JOBS_DIR);
+    if fs::remove_dir(&jobs).is_ok() || !jobs.exists() {
+        let _ = fs::remove_file(owner.join(LEASE_FILE));
+        let _ = fs::remove_dir(owner);
+    }
+}
+
+fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    // EPERM means it exists but belongs to someone else: alive.
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobId;
+
+    fn job_in(jobs: &Path) -> JobId {
+        let id = JobId::new();
+        fs::create_dir_all(jobs.join(id.as_str()).join("files")).expect("job folder");
+        id
+    }
+
+    #[test]
+    fn a_live_peer_keeps_its_jobs_and_a_stale_one_loses_them() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let me = Owner::register(work.path()).expect("me");
+        let peer = Owner::register(work.path()).expect("peer");
+        let id = job_in(&peer.jobs());
+        let now = me.renew().expect("renew");
+        assert!(
+            me.take_over_dead(Duration::from_secs(60), now).is_empty(),
+            "same pid: alive"
+        );
+        let later = now + Duration::from_secs(61);
+        let taken = me.take_over_dead(Duration::from_secs(60), later);
+        assert_eq!(taken.len(), 1);
+        assert!(me.jobs().join(id.as_str()).is_dir());
+        assert!(
+            !peer.root.exists(),
+            "the dead owner's empty folder is removed"
+        );
+    }
+
+    #[test]
+    fn a_dead_process_on_this_host_is_taken_over_at_once() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let me = Owner::register(work.path()).expect("me");
+        let dead = work.path().join(OWNERS_DIR).join("01DEAD");
+        let id = job_in(&dead.join(JOBS_DIR));
+        let info = LeaseInfo {
+            host: host_name(),
+            pid: i32::MAX as u32,
+            version: "0".into(),
+        };
+        fs::write(
+            dead.join(LEASE_FILE),
+            serde_json::to_vec(&info).expect("json"),
+        )
+        .expect("lease");
+        let now = me.renew().expect("renew");
+        assert_eq!(me.take_over_dead(Duration::from_secs(3600), now).len(), 1);
+        assert!(me.jobs().join(id.as_str()).is_dir());
+    }
+
+    #[test]
+    fn the_single_process_layout_is_adopted() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let id = job_in(&work.path().join(JOBS_DIR));
+        let me = Owner::register(work.path()).expect("me");
+        let now = me.renew().expect("renew");
+        assert_eq!(me.take_over_dead(Duration::from_secs(60), now).len(), 1);
+        assert!(me.jobs().join(id.as_str()).is_dir());
+    }
+}
