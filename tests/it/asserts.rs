@@ -5,10 +5,12 @@
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::env::{Dropped, Kind, TestEnv, sha256, walk_paths};
+use crate::fake_api::Upload;
 use crate::images;
 
 /// The version every metadata and error file must name.
@@ -586,7 +588,10 @@ pub fn assert_request_matches(meta: &Value, sent: &[(String, String)]) {
 /// every folder holding files is a complete job folder: `metadata.json` in the outbox,
 /// `error.json` in the quarantine (`quarantine/.requeued/` aside).
 pub fn assert_no_debris(env: &TestEnv) {
-    for (root, marker) in [(&env.outbox, "metadata.json"), (&env.quarantine, "error.json")] {
+    for (root, marker) in [
+        (&env.outbox, "metadata.json"),
+        (&env.quarantine, "error.json"),
+    ] {
         let mut dirs = std::collections::BTreeSet::new();
         for path in walk_paths(root) {
             let rel = path.strip_prefix(root).unwrap();
@@ -646,4 +651,117 @@ pub fn assert_all_ended(env: &TestEnv) -> Vec<(String, String)> {
         }
     }
     quarantined
+}
+
+/// How long a process may take, at most, between the moment the fake handed its answer to
+/// the server and the moment that answer is durably journaled (HTTP read, parse, write and
+/// fsync on a loaded two-core machine). A process that lived longer than this after its
+/// answer left the fake had recorded it, so the image must never be uploaded again.
+pub const JOURNAL_SLACK: Duration = Duration::from_secs(1);
+
+/// One SIGKILL of the process whose uploads come `via` this tag ([`Upload::via`]): it was
+/// certainly alive at `before` and certainly dead at `dead`.
+#[derive(Debug, Clone)]
+pub struct Kill {
+    /// The [`Upload::via`] of the killed process's uploads.
+    pub process: String,
+    /// Just before the signal was sent.
+    pub before: Instant,
+    /// Once the process was reaped.
+    pub dead: Instant,
+}
+
+/// The answer ends the job's submissions (a 200 with images), unlike a transient error.
+pub fn is_final_answer(upload: &Upload) -> bool {
+    upload.status == 200
+}
+
+/// SPEC.md, A job: "a job whose API answer was journaled is never submitted again"; Many
+/// processes: "each image is processed by exactly one of them".
+///
+/// The rule, for one image's uploads in arrival order: an upload after one that got a final
+/// answer is allowed only when the process that sent the earlier one was killed before it
+/// could have journaled that answer. The killing kill is the first kill of that process (same
+/// [`Upload::via`]) reaped after the earlier upload arrived. The process could not have read
+/// the answer before the fake handed it over (`answered_at`; never, if the fake never did),
+/// and it had surely journaled it once it had lived [`JOURNAL_SLACK`] longer. So a re-upload
+/// is a violation when its predecessor's sender was never killed after sending it (a live
+/// process's answer, or two live processes running one job), or when that kill came more
+/// than [`JOURNAL_SLACK`] after the answer was handed over.
+pub fn reupload_violations(rel: &str, uploads: &[Upload], kills: &[Kill]) -> Vec<String> {
+    let mut out = Vec::new();
+    // In order of arrival (headers received), not of the end of the body.
+    let mut uploads = uploads.to_vec();
+    uploads.sort_by_key(|u| u.at);
+    for pair in uploads.windows(2) {
+        let (first, again) = (&pair[0], &pair[1]);
+        if !is_final_answer(first) {
+            continue;
+        }
+        let killer = kills
+            .iter()
+            .find(|k| k.process == first.via && k.dead > first.at);
+        match (killer, first.answered_at) {
+            (None, _) => out.push(format!(
+                "{rel}: uploaded again (via {:?}) {:?} after an answered upload (via {:?}) \
+                 whose sender was not killed",
+                again.via,
+                again.at.duration_since(first.at),
+                first.via
+            )),
+            (Some(k), Some(answered)) if k.before > answered + JOURNAL_SLACK => {
+                out.push(format!(
+                    "{rel}: its answer was handed over {:?} before its sender was killed \
+                     (more than {JOURNAL_SLACK:?} to journal it), yet it was uploaded again",
+                    k.before.duration_since(answered)
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !out.is_empty() {
+        out.push(format!("  {rel}'s uploads: {}", timeline(&uploads, kills)));
+    }
+    out
+}
+
+/// Each upload as `via@+ms→status(answered +ms)`, kills as `KILL via@+ms`, times from the
+/// first upload: for failure messages.
+fn timeline(uploads: &[Upload], kills: &[Kill]) -> String {
+    let Some(t0) = uploads.first().map(|u| u.at) else {
+        return String::new();
+    };
+    let ms = |t: Instant| {
+        if t >= t0 {
+            format!("+{}", t.duration_since(t0).as_millis())
+        } else {
+            format!("-{}", t0.duration_since(t).as_millis())
+        }
+    };
+    let mut items: Vec<(Instant, String)> = uploads
+        .iter()
+        .map(|u| {
+            let answered = u.answered_at.map_or_else(|| "never".into(), ms);
+            (
+                u.at,
+                format!(
+                    "{:?}@{}→{} (answered {answered})",
+                    u.via,
+                    ms(u.at),
+                    u.status
+                ),
+            )
+        })
+        .collect();
+    items.extend(
+        kills
+            .iter()
+            .map(|k| (k.before, format!("KILL {:?}@{}", k.process, ms(k.before)))),
+    );
+    items.sort_by_key(|(t, _)| *t);
+    items
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::asserts::assert_all_ended;
+use crate::asserts::{Kill, assert_all_ended, is_final_answer, reupload_violations};
 use crate::daemon::Daemon;
 use crate::env::{Rng, TestEnv, sha256};
 use crate::fake_api::{FakeApi, FileFault, Mode, Reply, Upload};
@@ -17,19 +17,6 @@ use crate::images;
 const IMAGES: usize = 40;
 /// Daemon runs ended by SIGKILL before the last, clean one.
 const KILLS: usize = 13;
-/// How long a process may take, at most, between the moment the fake handed its answer to
-/// the server and the moment that answer is durably journaled (HTTP read, parse, write and
-/// fsync on a loaded two-core machine). A process that lived longer than this after its
-/// answer left the fake had recorded it, so the image must never be uploaded again.
-const JOURNAL_SLACK: Duration = Duration::from_secs(1);
-
-/// One SIGKILL: the process was certainly alive at `before` and certainly dead at `dead`.
-#[derive(Debug, Clone, Copy)]
-struct Kill {
-    before: Instant,
-    dead: Instant,
-}
-
 /// Stages after which the answer is in the journal (SPEC.md: "a job whose API answer was
 /// journaled is never submitted again").
 const ANSWERED_STAGES: [&str; 3] = ["responded", "publishing", "quarantining"];
@@ -47,7 +34,9 @@ fn drop_image(env: &TestEnv, i: usize) -> String {
 fn script_faults(fake: &FakeApi, rng: &mut Rng) {
     for n in 0..60 {
         let reply = match rng.range(0, 14) {
-            _ if n == 9 => Reply::status(429, r#"{"error": "slow down"}"#).header("Retry-After", "1"),
+            _ if n == 9 => {
+                Reply::status(429, r#"{"error": "slow down"}"#).header("Retry-After", "1")
+            }
             0 => Reply::status(500, r#"{"error": "internal"}"#),
             1 => Reply::status(502, "bad gateway"),
             2 => Reply::ok().fault_at(1, FileFault::FailOnce),
@@ -55,45 +44,6 @@ fn script_faults(fake: &FakeApi, rng: &mut Rng) {
         };
         fake.push_reply(reply);
     }
-}
-
-/// The answer ends the job's submissions (a 200 with images), unlike a transient error.
-fn is_final_answer(upload: &Upload) -> bool {
-    upload.status == 200
-}
-
-/// The rule, for one image's uploads in arrival order: an upload after one that got a final
-/// answer is allowed only when the process that sent the earlier one was killed before it
-/// could have journaled that answer. That process is the one killed by the first kill that
-/// completed after the earlier upload arrived (one daemon runs at a time). It could not have
-/// read the answer before the fake handed it over (`answered_at`; never, if the fake never
-/// did), and it had surely journaled it once it had lived `JOURNAL_SLACK` longer. So a
-/// re-upload is a violation when no kill followed the answered upload, or when that kill came
-/// more than `JOURNAL_SLACK` after the answer was handed over.
-fn reupload_violations(rel: &str, uploads: &[Upload], kills: &[Kill]) -> Vec<String> {
-    let mut out = Vec::new();
-    for pair in uploads.windows(2) {
-        let (first, again) = (&pair[0], &pair[1]);
-        if !is_final_answer(first) {
-            continue;
-        }
-        let killer = kills.iter().find(|k| k.dead > first.at);
-        match (killer, first.answered_at) {
-            (None, _) => out.push(format!(
-                "{rel}: uploaded again {:?} after an answered upload, and no kill came between",
-                again.at.duration_since(first.at)
-            )),
-            (Some(k), Some(answered)) if k.before > answered + JOURNAL_SLACK => {
-                out.push(format!(
-                    "{rel}: its answer was handed over {:?} before the process was killed \
-                     (more than {JOURNAL_SLACK:?} to journal it), yet it was uploaded again",
-                    k.before.duration_since(answered)
-                ));
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 /// Runs a daemon for a random while and kills it with SIGKILL; returns the kill and the
@@ -113,6 +63,7 @@ fn run_and_kill(env: &TestEnv, rng: &mut Rng) -> (Kill, Vec<Value>) {
     );
     d.assert_logs_clean();
     let kill = Kill {
+        process: String::new(),
         before,
         dead: Instant::now(),
     };
@@ -121,12 +72,21 @@ fn run_and_kill(env: &TestEnv, rng: &mut Rng) -> (Kill, Vec<Value>) {
 
 /// After a clean `--once` run that ended every job, the work area holds no job folder and no
 /// temporary file: what a crash left behind was finished or cleaned up, not left to pile up.
-/// (Job folders are `<work_dir>/jobs/<job_id>/`, ARCHITECTURE.md.)
+/// (Job folders are `<work_dir>/owners/<owner>/jobs/<job_id>/`, `src/lease.rs`.)
 fn assert_work_area_empty(env: &TestEnv) {
     let left: Vec<String> = crate::env::walk_paths(&env.work_dir())
         .into_iter()
-        .map(|p| p.strip_prefix(env.work_dir()).unwrap().display().to_string())
-        .filter(|p| p.starts_with("jobs/") || p.ends_with(".part"))
+        .map(|p| {
+            p.strip_prefix(env.work_dir())
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .filter(|p| {
+            p.starts_with("jobs/")
+                || p.contains("/jobs/")
+                || p.rsplit('.').next().is_some_and(|ext| ext == "part")
+        })
         .collect();
     assert!(
         left.is_empty(),
@@ -184,7 +144,6 @@ fn kill_9_at_random_moments_loses_nothing_and_never_pays_twice() {
     }
 
     let quarantined = assert_all_ended(&env);
-    assert_work_area_empty(&env);
     // Only transient faults were scripted: none is the file's fault.
     assert!(quarantined.is_empty(), "quarantined: {quarantined:?}");
 
@@ -229,5 +188,10 @@ fn kill_9_at_random_moments_loses_nothing_and_never_pays_twice() {
         journaled.len(),
         started.elapsed()
     );
-    assert!(violations.is_empty(), "paid twice:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "paid twice:\n{}",
+        violations.join("\n")
+    );
+    assert_work_area_empty(&env);
 }

@@ -27,7 +27,13 @@ impl Tmpfs {
     /// Mounts a tmpfs of `size` (e.g. `2m`) on `dir`; `None`, with a note, when not allowed.
     fn mount(dir: &Path, size: &str) -> Option<Self> {
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0777"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0777"),
+                "tmpfs",
+            ])
             .arg(dir)
             .output();
         match out {
@@ -97,7 +103,9 @@ fn local_warning(events: &[Value], os_error: &str) -> Option<Value> {
     events
         .iter()
         .find(|e| {
-            e["level"].as_str().is_some_and(|l| l.eq_ignore_ascii_case("warn"))
+            e["level"]
+                .as_str()
+                .is_some_and(|l| l.eq_ignore_ascii_case("warn"))
                 && e.to_string().contains(os_error)
         })
         .cloned()
@@ -121,7 +129,12 @@ fn assert_waiting(env: &TestEnv, d: &Daemon, stems: &[&str]) {
     }
     for path in walk_paths(&env.outbox) {
         let rel = path.strip_prefix(&env.outbox).unwrap();
-        let top = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         assert!(
             top.starts_with('.'),
             "visible {} in the outbox while it cannot take the job\n{}",
@@ -152,7 +165,11 @@ fn full_outbox_waits_then_publishes_when_space_returns() {
     });
     // Past a retry of the publish (the wait is retry.max_backoff, 1 s here).
     std::thread::sleep(Duration::from_millis(2500));
-    for e in d.events().iter().filter(|e| e["level"] == "WARN" || e["level"] == "warn") {
+    for e in d
+        .events()
+        .iter()
+        .filter(|e| e["level"] == "WARN" || e["level"] == "warn")
+    {
         eprintln!("warned: {e}");
     }
     assert_waiting(&env, &d, &["big1", "big2"]);
@@ -161,7 +178,11 @@ fn full_outbox_waits_then_publishes_when_space_returns() {
     std::fs::remove_file(&filler).unwrap();
     d.wait_completed("big1.png");
     d.wait_completed("big2.png");
-    assert_eq!(fake.uploads().len(), 2, "waiting for space sent nothing again");
+    assert_eq!(
+        fake.uploads().len(),
+        2,
+        "waiting for space sent nothing again"
+    );
     d.stop();
     assert_all_ended(&env);
 }
@@ -182,7 +203,11 @@ fn read_only_outbox_waits_then_publishes_when_writable() {
         local_warning(events, "Read-only file system").is_some()
     });
     std::thread::sleep(Duration::from_millis(2500));
-    for e in d.events().iter().filter(|e| e["level"] == "WARN" || e["level"] == "warn") {
+    for e in d
+        .events()
+        .iter()
+        .filter(|e| e["level"] == "WARN" || e["level"] == "warn")
+    {
         eprintln!("warned: {e}");
     }
     assert_waiting(&env, &d, &["ro"]);
@@ -221,7 +246,11 @@ fn full_disk_everywhere_loses_nothing_and_recovers() {
         local_warning(events, "No space left on device").is_some()
     });
     std::thread::sleep(Duration::from_millis(2500));
-    for e in d.events().iter().filter(|e| e["level"] == "WARN" || e["level"] == "warn") {
+    for e in d
+        .events()
+        .iter()
+        .filter(|e| e["level"] == "WARN" || e["level"] == "warn")
+    {
         eprintln!("warned: {e}");
     }
     assert_waiting(&env, &d, &["full1", "full2"]);
@@ -264,7 +293,11 @@ fn full_disk_while_the_api_answers_does_not_pay_twice() {
     drop_big(&env, "late1", 3006);
     drop_big(&env, "late2", 3007);
     d.wait_for("both submitted", |events| {
-        events.iter().filter(|e| e["event"] == "job.submitted").count() >= 2
+        events
+            .iter()
+            .filter(|e| e["event"] == "job.submitted")
+            .count()
+            >= 2
     });
     let filler = fill(env.root(), 0);
     d.wait_for("a warning about the full disk", |events| {

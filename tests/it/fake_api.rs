@@ -144,6 +144,9 @@ impl Reply {
 pub struct Upload {
     /// When it arrived.
     pub at: Instant,
+    /// The `TAG` of a `/p/TAG/...` base URL ([`FakeApi::url_via`]), `""` for the plain one:
+    /// tells which of several processes sent it.
+    pub via: String,
     /// `Authorization` header.
     pub authorization: Option<String>,
     /// `Api-Key` header.
@@ -266,6 +269,7 @@ impl FakeApi {
         });
         let app = Router::new()
             .route("/v1/ideogram-v3/remix", post(remix))
+            .route("/p/{tag}/v1/ideogram-v3/remix", post(remix_via))
             .route("/files/{name}", get(file))
             .fallback(fallback)
             .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
@@ -297,6 +301,11 @@ impl FakeApi {
     /// `http://127.0.0.1:PORT`, the `api.base_url` to configure.
     pub fn url(&self) -> String {
         self.inner.base.clone()
+    }
+
+    /// A base URL that marks the uploads sent through it with `tag` ([`Upload::via`]).
+    pub fn url_via(&self, tag: &str) -> String {
+        format!("{}/p/{tag}", self.inner.base)
     }
 
     /// The endpoint remixd must post to.
@@ -486,7 +495,10 @@ impl Inner {
             .or_else(|| script.queue.pop_front())
             .or_else(|| script.default.clone())
             .unwrap_or_else(Reply::ok);
-        let latency = script.latency.as_mut().map_or(Duration::ZERO, Latency::next);
+        let latency = script
+            .latency
+            .as_mut()
+            .map_or(Duration::ZERO, Latency::next);
         self.render(&mut script, reply, upload, latency)
     }
 
@@ -589,12 +601,31 @@ async fn remix(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
+    answer_upload(&inner, String::new(), &headers, multipart).await
+}
+
+async fn remix_via(
+    State(inner): State<Arc<Inner>>,
+    Path(tag): Path<String>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    answer_upload(&inner, tag, &headers, multipart).await
+}
+
+async fn answer_upload(
+    inner: &Inner,
+    via: String,
+    headers: &HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
     let mut upload = Upload {
         at: Instant::now(),
-        authorization: header(&headers, "authorization"),
-        api_key: header(&headers, "api-key"),
-        accept: header(&headers, "accept"),
-        content_type: header(&headers, "content-type"),
+        via,
+        authorization: header(headers, "authorization"),
+        api_key: header(headers, "api-key"),
+        accept: header(headers, "accept"),
+        content_type: header(headers, "content-type"),
         file_name: None,
         image_type: None,
         sha256: String::new(),

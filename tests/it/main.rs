@@ -23,6 +23,7 @@ mod crash;
 mod disk;
 mod inbox;
 mod logs;
+mod many;
 mod outage;
 mod pipeline;
 mod quarantine;

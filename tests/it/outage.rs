@@ -57,7 +57,11 @@ fn refused_connections_pause_until_the_api_comes_up() {
     check_paused(&paused, "unavailable");
     // Probes (each a `job.submitted`) go on past retry.max_attempts; nothing is quarantined.
     d.wait_for("four attempts", |events| {
-        events.iter().filter(|e| e["event"] == "job.submitted").count() >= 4
+        events
+            .iter()
+            .filter(|e| e["event"] == "job.submitted")
+            .count()
+            >= 4
     });
     assert!(d.events_named("job.quarantined").is_empty(), "{}", d.dump());
     assert!(d.events_named("job.completed").is_empty(), "{}", d.dump());
@@ -77,7 +81,7 @@ fn refused_connections_pause_until_the_api_comes_up() {
 /// Runs one job against a fake that answers `refusal` to the first `times` uploads and
 /// then works: remixd must pause with `reason`, keep the job pending, resume by itself and
 /// publish the job, with no quarantine at any point.
-fn pauses_then_recovers(refusal: Reply, times: usize, reason: &str) {
+fn pauses_then_recovers(refusal: &Reply, times: usize, reason: &str) {
     let fake = FakeApi::start(Mode::Kkiai);
     for _ in 0..times {
         fake.push_reply(refusal.clone());
@@ -120,14 +124,14 @@ fn pauses_then_recovers(refusal: Reply, times: usize, reason: &str) {
 #[test]
 fn refused_key_pauses_as_unauthorized_then_resumes() {
     let refusal = Reply::status(401, r#"{"code": 401, "message": "invalid api key"}"#);
-    pauses_then_recovers(refusal, 4, "unauthorized");
+    pauses_then_recovers(&refusal, 4, "unauthorized");
 }
 
 /// As above for 403.
 #[test]
 fn forbidden_pauses_as_unauthorized_then_resumes() {
     let refusal = Reply::status(403, r#"{"error": "forbidden"}"#);
-    pauses_then_recovers(refusal, 3, "unauthorized");
+    pauses_then_recovers(&refusal, 3, "unauthorized");
 }
 
 /// SPEC.md, The remote API: "402 or a proxy envelope about balance"; The quarantine: "or
@@ -135,7 +139,7 @@ fn forbidden_pauses_as_unauthorized_then_resumes() {
 #[test]
 fn payment_required_pauses_as_balance_then_resumes() {
     let refusal = Reply::status(402, r#"{"error": "payment required"}"#);
-    pauses_then_recovers(refusal, 3, "balance");
+    pauses_then_recovers(&refusal, 3, "balance");
 }
 
 /// As above for a proxy's 200 envelope about balance (the kkiai proxy answers errors in
@@ -143,7 +147,7 @@ fn payment_required_pauses_as_balance_then_resumes() {
 #[test]
 fn proxy_balance_envelope_pauses_as_balance_then_resumes() {
     let refusal = Reply::status(200, r#"{"code": 1001, "message": "Insufficient balance"}"#);
-    pauses_then_recovers(refusal, 3, "balance");
+    pauses_then_recovers(&refusal, 3, "balance");
 }
 
 fn budget_env(fake: &FakeApi) -> TestEnv {
@@ -184,7 +188,12 @@ fn daily_budget_pauses_and_survives_a_restart() {
 
     let mut again = Daemon::start(&env, &[]);
     let paused = again.wait_for_event("api.paused", |_| true);
-    assert_eq!(paused["reason"], "budget", "after a restart\n{}", again.dump());
+    assert_eq!(
+        paused["reason"],
+        "budget",
+        "after a restart\n{}",
+        again.dump()
+    );
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         fake.uploads_of(&third).is_empty(),
@@ -211,7 +220,11 @@ fn daily_budget_is_not_overspent_by_concurrent_jobs() {
     }
     let mut d = Daemon::start(&env, &[]);
     d.wait_for("two jobs completed", |events| {
-        events.iter().filter(|e| e["event"] == "job.completed").count() >= 2
+        events
+            .iter()
+            .filter(|e| e["event"] == "job.completed")
+            .count()
+            >= 2
     });
     std::thread::sleep(Duration::from_millis(1500));
     let sent = fake.uploads().len();
