@@ -8,11 +8,13 @@ use crate::error::DaemonError;
 
 /// Checks the config at `path` and the folders it names; prints what it found.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
-    let config = match config::load(path, Overrides::default()) {
+    let config = match config::load_all(path, Overrides::default()) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("remixd: {e}");
-            return Err(DaemonError::CheckFailed(1));
+        Err(all) => {
+            for e in &all {
+                eprintln!("remixd: {e}");
+            }
+            return Err(DaemonError::CheckFailed(all.len()));
         }
     };
     let mut problems = Vec::new();

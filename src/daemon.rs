@@ -239,6 +239,12 @@ impl IntakeLoop {
                     if let Some(fresh) = self.reloader.reload(&self.ctx.config()) {
                         let w = &fresh.watch;
                         self.intake.set_timings(IntakeTimings { settle: w.settle, sidecar_wait: w.sidecar_wait, orphan_after: w.orphan_after });
+                        tick = tokio::time::interval(tick_period(w.settle));
+                        rescan = interval_after(w.rescan_interval);
+                        poll = interval_after(w.poll_interval);
+                        stats = interval_after(fresh.logging.stats_interval);
+                        lease = interval_after(fresh.lease / 3);
+                        self.ctx.gate.apply(&fresh);
                         self.ctx.replace_config(fresh);
                     }
                 }
@@ -434,17 +440,9 @@ async fn recv_reload(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()>
 /// Keys whose new value needs a restart: the folders, and the API's provider and key.
 const RESTART_KEYS: [&str; 5] = ["inbox", "outbox", "quarantine", "work_dir", "api."];
 
-/// Keys a reload can only apply at the next start: the API gate's limits, the timers of the
-/// intake loop and the process-wide log format and umask. Everything else applies at once.
-const AT_RESTART_KEYS: [&str; 7] = [
-    "limits.",
-    "watch.mode",
-    "watch.poll_interval",
-    "watch.rescan_interval",
-    "logging.format",
-    "logging.stats_interval",
-    "umask",
-];
+/// Keys a reload can only apply at the next start: how the inbox is watched and the
+/// process-wide log format and umask. Everything else applies at once.
+const AT_RESTART_KEYS: [&str; 3] = ["watch.mode", "logging.format", "umask"];
 
 /// SIGHUP: re-read the config, apply what can change live, refuse what needs a restart.
 #[derive(Debug, Default)]

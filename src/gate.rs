@@ -7,7 +7,10 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// tokio's clock, so tests can pause and advance it; in production it is the monotonic clock.
+use tokio::time::Instant;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
@@ -75,9 +78,10 @@ pub struct Permit {
 pub struct Gate {
     requests: Arc<Semaphore>,
     images: Arc<Semaphore>,
-    max_images: u32,
+    sizes: Mutex<(usize, u32)>,
     state: Mutex<State>,
     changed: Notify,
+    resized: Notify,
     usage_path: PathBuf,
 }
 
@@ -97,7 +101,7 @@ impl Gate {
         Self {
             requests: Arc::new(Semaphore::new(config.limits.concurrency)),
             images: Arc::new(Semaphore::new(config.limits.inflight_images as usize)),
-            max_images: config.limits.inflight_images,
+            sizes: Mutex::new((config.limits.concurrency, config.limits.inflight_images)),
             state: Mutex::new(State {
                 spacing: spacing_for(config.limits.requests_per_minute),
                 slowdown: 1,
@@ -112,6 +116,7 @@ impl Gate {
                 usage,
             }),
             changed: Notify::new(),
+            resized: Notify::new(),
             usage_path,
         }
     }
@@ -124,26 +129,39 @@ impl Gate {
 
     /// Waits until a request asking for `num_images` may start.
     pub async fn admit(&self, num_images: u8) -> Permit {
-        let wanted = u32::from(num_images).clamp(1, self.max_images);
         loop {
-            let notified = self.changed.notified();
-            let wait = self.try_enter(u64::from(num_images));
-            match wait {
-                Ok(probe) => {
-                    let request = Arc::clone(&self.requests).acquire_owned().await;
-                    let images = Arc::clone(&self.images).acquire_many_owned(wanted).await;
-                    if let (Ok(r), Ok(i)) = (request, images) {
+            let max_images = self.sizes.lock().map_or(1, |s| s.1);
+            let wanted = u32::from(num_images).clamp(1, max_images);
+            let resized = self.resized.notified();
+            let slots = async {
+                let request = Arc::clone(&self.requests).acquire_owned().await;
+                let images = Arc::clone(&self.images).acquire_many_owned(wanted).await;
+                (request, images)
+            };
+            // A reload that shrinks the limits could leave a waiter asking for more than
+            // exists; it starts over with the new sizes.
+            let acquired = tokio::select! {
+                slots = slots => slots,
+                () = resized => continue,
+            };
+            let (Ok(request), Ok(images)) = acquired else {
+                continue;
+            };
+            loop {
+                let notified = self.changed.notified();
+                match self.try_enter(u64::from(num_images)) {
+                    Ok(probe) => {
                         return Permit {
-                            _request: r,
-                            _images: i,
+                            _request: request,
+                            _images: images,
                             probe,
                         };
                     }
-                }
-                Err(until) => {
-                    tokio::select! {
-                        () = tokio::time::sleep(until) => {}
-                        () = notified => {}
+                    Err(until) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(until) => {}
+                            () = notified => {}
+                        }
                     }
                 }
             }
@@ -209,6 +227,32 @@ impl Gate {
             Signal::Pause(reason) => st.pause(reason, now, probe),
         }
         drop(st);
+        self.changed.notify_waiters();
+    }
+
+    /// Applies reloaded limits and retry settings. Slots added are free at once; slots removed
+    /// are taken out as the requests holding them finish.
+    pub fn apply(&self, config: &Config) {
+        {
+            let mut st = self.lock();
+            st.spacing = spacing_for(config.limits.requests_per_minute);
+            st.max_attempts = config.retry.max_attempts;
+            st.initial_backoff = config.retry.initial_backoff;
+            st.max_backoff = config.retry.max_backoff;
+            st.budget = config.limits.daily_image_budget;
+        }
+        let Ok(mut sizes) = self.sizes.lock() else {
+            return;
+        };
+        resize(&self.requests, sizes.0, config.limits.concurrency);
+        resize(
+            &self.images,
+            sizes.1 as usize,
+            config.limits.inflight_images as usize,
+        );
+        *sizes = (config.limits.concurrency, config.limits.inflight_images);
+        drop(sizes);
+        self.resized.notify_waiters();
         self.changed.notify_waiters();
     }
 
@@ -328,6 +372,21 @@ impl State {
     }
 }
 
+/// Grows or shrinks a semaphore from `old` to `new` permits.
+fn resize(semaphore: &Arc<Semaphore>, old: usize, new: usize) {
+    if new > old {
+        semaphore.add_permits(new - old);
+    } else if new < old {
+        let semaphore = Arc::clone(semaphore);
+        let gone = u32::try_from(old - new).unwrap_or(u32::MAX);
+        tokio::spawn(async move {
+            if let Ok(permits) = semaphore.acquire_many_owned(gone).await {
+                permits.forget();
+            }
+        });
+    }
+}
+
 fn pause_text(reason: PauseReason) -> &'static str {
     match reason {
         PauseReason::Unauthorized => {
@@ -344,4 +403,103 @@ fn until_next_utc_day() -> Duration {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     Duration::from_secs(86_400 - secs % 86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Overrides, load};
+
+    fn config(extra: &str) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        let yaml = format!("inbox: in\noutbox: out\nquarantine: q\n{extra}");
+        std::fs::write(&path, yaml).expect("config");
+        let config = load(&path, Overrides { dry_run: true }).expect("valid config");
+        std::fs::create_dir_all(&config.work_dir).expect("work dir");
+        (dir, config)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_spaced_by_requests_per_minute() {
+        let (_dir, cfg) = config("limits: {requests_per_minute: 60}\n");
+        let gate = Gate::new(&cfg);
+        let start = tokio::time::Instant::now();
+        drop(gate.admit(1).await);
+        drop(gate.admit(1).await);
+        drop(gate.admit(1).await);
+        assert!(
+            start.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_lets_one_probe_through_and_resumes_on_success() {
+        let (_dir, cfg) = config("retry: {initial_backoff: 1s, max_backoff: 4s}\n");
+        let gate = Gate::new(&cfg);
+        gate.report(Signal::Pause(PauseReason::Unauthorized), false);
+        assert_eq!(gate.paused(), Some(PauseReason::Unauthorized));
+        let probe = gate.admit(1).await;
+        assert!(
+            probe.probe,
+            "the first request after the backoff is the probe"
+        );
+        gate.report(Signal::Pause(PauseReason::Unauthorized), true);
+        drop(probe);
+        let again = gate.admit(1).await;
+        assert!(again.probe);
+        gate.report(Signal::Images(1), true);
+        assert_eq!(gate.paused(), None);
+        drop(again);
+        assert!(!gate.admit(1).await.probe);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_in_a_row_pause_everyone() {
+        let (_dir, cfg) = config("retry: {max_attempts: 3}\n");
+        let gate = Gate::new(&cfg);
+        for _ in 0..2 {
+            gate.report(Signal::Transient, false);
+        }
+        assert_eq!(gate.paused(), None);
+        let since = Instant::now();
+        gate.report(Signal::Transient, false);
+        assert_eq!(gate.paused(), Some(PauseReason::Unavailable));
+        assert!(!gate.worked_since(since));
+        gate.report(Signal::Answered, false);
+        assert!(gate.worked_since(since));
+        assert_eq!(gate.paused(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_daily_budget_pauses_and_survives_a_restart() {
+        let (_dir, cfg) = config("limits: {daily_image_budget: 2}\n");
+        let gate = Gate::new(&cfg);
+        gate.count_images(2);
+        let _ = gate.try_enter(1);
+        assert_eq!(gate.paused(), Some(PauseReason::Budget));
+        let restarted = Gate::new(&cfg);
+        assert_eq!(restarted.images_today(), 2);
+        let _ = restarted.try_enter(1);
+        assert_eq!(restarted.paused(), Some(PauseReason::Budget));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_can_shrink_the_image_limit_under_a_waiter() {
+        let (_dir, cfg) = config("limits: {inflight_images: 8}\n");
+        let gate = Arc::new(Gate::new(&cfg));
+        let held = gate.admit(8).await;
+        let waiter = tokio::spawn({
+            let gate = Arc::clone(&gate);
+            async move { gate.admit(8).await.probe }
+        });
+        tokio::task::yield_now().await;
+        let (_dir2, smaller) = config("limits: {inflight_images: 4}\n");
+        gate.apply(&smaller);
+        drop(held);
+        let done = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert!(done.is_ok(), "the waiter got the smaller limit's slots");
+    }
 }

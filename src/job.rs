@@ -50,6 +50,9 @@ impl std::fmt::Display for JobId {
     }
 }
 
+/// Longest stem used in names remixd makes, in bytes.
+pub const MAX_STEM_BYTES: usize = 180;
+
 /// Where a job's input came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRef {
@@ -166,13 +169,19 @@ impl SourceRef {
             .map(|s| Path::new(&self.subdir).join(s))
     }
 
-    /// The input's stem: its name without the last extension.
+    /// The input's stem: its name without the last extension, cut to [`MAX_STEM_BYTES`] so
+    /// that names built from it (`STEM-remix-N.EXT`, `STEM-JOBID`) fit the 255-byte limit.
     #[must_use]
     pub fn stem(&self) -> &str {
-        match self.file.rsplit_once('.') {
+        let stem = match self.file.rsplit_once('.') {
             Some((stem, _)) if !stem.is_empty() => stem,
             _ => &self.file,
+        };
+        let mut end = stem.len().min(MAX_STEM_BYTES);
+        while !stem.is_char_boundary(end) {
+            end -= 1;
         }
+        &stem[..end]
     }
 
     /// The input's extension, lower-case, without the dot (`""` when none).
@@ -378,4 +387,20 @@ pub fn hash_regular(path: &Path) -> Option<(u64, String)> {
         total += n as u64;
     }
     Some((total, hex::encode(hasher.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_stems_are_cut_at_a_char_boundary() {
+        let long = format!("{}.png", "é".repeat(200));
+        let source = SourceRef::new(Path::new(""), std::ffi::OsStr::new(&long), None);
+        assert!(source.stem().len() <= MAX_STEM_BYTES);
+        assert!(source.stem().chars().all(|c| c == 'é'));
+        let short = SourceRef::new(Path::new(""), std::ffi::OsStr::new("cat.tar.png"), None);
+        assert_eq!(short.stem(), "cat.tar");
+        assert_eq!(short.ext(), "png");
+    }
 }

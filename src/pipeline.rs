@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -158,6 +160,7 @@ pub async fn run_resumed(ctx: Arc<Ctx>, dir: JobDir) {
 
 async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
     ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    let mut odd_failures = 0;
     let end = loop {
         match drive(ctx, &dir, &mut record).await {
             Ok(end) => {
@@ -170,7 +173,16 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
                 );
                 break End::Lost;
             }
+            Err(e) if !e.is_local_capacity() && odd_failures >= ctx.config().retry.max_attempts => {
+                // Not a full disk, and not passing: the job must not hold a slot forever.
+                error!(error = %e, dir = %dir.path().display(),
+                    "a local file step keeps failing; the job is parked in the work area and resumes at the next start");
+                break End::Lost;
+            }
             Err(e) => {
+                if !e.is_local_capacity() {
+                    odd_failures += 1;
+                }
                 ctx.set_disk_blocked(e.is_local_capacity());
                 let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, local_capacity = e.is_local_capacity(),
@@ -542,6 +554,7 @@ async fn download_all(
     let limits = DownloadLimits {
         timeout: ctx.config().api.request_timeout,
         max_bytes: MAX_OUTPUT_BYTES,
+        allow_private: download::private_allowed(ctx.config().api.base_url.as_deref()),
     };
     let started = Instant::now();
     let mut kept = Vec::new();
@@ -696,13 +709,21 @@ fn begin_quarantine(
 }
 
 async fn with_local_retry<T>(ctx: &Ctx, mut step: impl FnMut() -> Result<T, FsError>) -> Option<T> {
+    let mut odd_failures = 0;
     loop {
         match step() {
             Ok(v) => {
                 ctx.set_disk_blocked(false);
                 return Some(v);
             }
+            Err(e) if !e.is_local_capacity() && odd_failures >= ctx.config().retry.max_attempts => {
+                error!(error = %e, "claiming keeps failing; the input is left where it is for now");
+                return None;
+            }
             Err(e) => {
+                if !e.is_local_capacity() {
+                    odd_failures += 1;
+                }
                 ctx.set_disk_blocked(e.is_local_capacity());
                 let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64,

@@ -31,7 +31,7 @@ pub fn render_layout(layout: &str, source: &SourceRef, job_id: &JobId, date: &st
         match segment {
             "" => {}
             "." | ".." => out.push("_"),
-            s => out.push(s.replace('\0', "_")),
+            s => out.push(cut_segment(&s.replace('\0', "_"))),
         }
     }
     if out.as_os_str().is_empty() {
@@ -39,6 +39,16 @@ pub fn render_layout(layout: &str, source: &SourceRef, job_id: &JobId, date: &st
     }
     debug_assert!(out.components().all(|c| matches!(c, Component::Normal(_))));
     out
+}
+
+/// A path segment cut to 240 bytes (at a char boundary): file names are at most 255 bytes, and
+/// a `-N` suffix may still be added.
+fn cut_segment(segment: &str) -> &str {
+    let mut end = segment.len().min(240);
+    while !segment.is_char_boundary(end) {
+        end -= 1;
+    }
+    &segment[..end]
 }
 
 /// A free destination under `root` for `rel`: `rel` itself, else `rel-2`, `rel-3`, ...

@@ -177,6 +177,11 @@ fn check_original(dir: &Path, dropped: &Dropped) {
             "{} is not a FIFO",
             path.display()
         ),
+        Kind::Socket => assert!(
+            meta.file_type().is_socket(),
+            "{} is not a socket",
+            path.display()
+        ),
     }
 }
 
@@ -498,6 +503,7 @@ fn same_entry(path: &Path, dropped: &Dropped) -> bool {
             meta.file_type().is_symlink() && std::fs::read_link(path).is_ok_and(|t| t == *target)
         }
         Kind::Fifo => meta.file_type().is_fifo(),
+        Kind::Socket => meta.file_type().is_socket(),
     }
 }
 

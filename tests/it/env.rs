@@ -30,6 +30,8 @@ pub enum Kind {
     Symlink(PathBuf),
     /// A named pipe.
     Fifo,
+    /// A unix socket.
+    Socket,
     /// A `_defaults.yaml`: must stay in the inbox.
     Defaults(Vec<u8>),
 }
@@ -207,6 +209,25 @@ impl TestEnv {
             .unwrap();
         assert!(status.success(), "mkfifo {}", path.display());
         self.record(rel, Kind::Fifo);
+    }
+
+    /// A unix socket at `rel` (bound, then the listener dropped: the entry stays).
+    pub fn drop_socket(&self, rel: &str) {
+        let path = self.target(rel);
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        self.record(rel, Kind::Socket);
+    }
+
+    /// A regular file named `name` (any bytes, e.g. not UTF-8) in the inbox folder `dir`,
+    /// written under a hidden name and renamed. Not recorded: `Dropped` names are text.
+    pub fn drop_file_named(&self, dir: &str, name: &std::ffi::OsStr, bytes: &[u8]) -> PathBuf {
+        let folder = self.inbox.join(dir);
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join(name);
+        let tmp = folder.join(".named.uploading");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
     }
 
     /// Every entry under `dir` (files, links, pipes; not folders), relative and sorted.

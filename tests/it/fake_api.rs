@@ -271,6 +271,9 @@ impl FakeApi {
             .route("/v1/ideogram-v3/remix", post(remix))
             .route("/p/{tag}/v1/ideogram-v3/remix", post(remix_via))
             .route("/files/{name}", get(file))
+            .route("/hostile/endless", get(endless))
+            .route("/hostile/trickle", get(trickle))
+            .route("/hostile/loop", get(redirect_loop))
             .fallback(fallback)
             .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(Arc::clone(&inner));
@@ -691,6 +694,63 @@ async fn file(State(inner): State<Arc<Inner>>, Path(name): Path<String>) -> Resp
         _ => {}
     }
     ([(axum::http::header::CONTENT_TYPE, "image/png")], bytes).into_response()
+}
+
+/// Records a hostile route's request line.
+fn note(inner: &Inner, line: &str) {
+    inner.script.lock().unwrap().requests.push(line.to_string());
+}
+
+/// `{base}/hostile/...`: outputs that never end or never arrive, for answers a test writes
+/// itself (`Reply::status(200, ...)` naming these URLs).
+impl FakeApi {
+    /// A URL whose body is a PNG signature followed by zeros, fast and forever.
+    pub fn endless_url(&self) -> String {
+        format!("{}/hostile/endless", self.inner.base)
+    }
+
+    /// A URL whose body is a PNG signature, then 16 bytes every 100 ms, forever.
+    pub fn trickle_url(&self) -> String {
+        format!("{}/hostile/trickle", self.inner.base)
+    }
+
+    /// A URL that redirects to itself.
+    pub fn loop_url(&self) -> String {
+        format!("{}/hostile/loop", self.inner.base)
+    }
+
+    /// How many requests `path` (e.g. `/hostile/loop`) received.
+    pub fn hits(&self, path: &str) -> usize {
+        let line = format!("GET {path}");
+        self.requests().iter().filter(|r| **r == line).count()
+    }
+}
+
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+async fn endless(State(inner): State<Arc<Inner>>) -> Response {
+    note(&inner, "GET /hostile/endless");
+    let first = futures_util::stream::iter([Ok::<_, std::io::Error>(PNG_SIGNATURE.to_vec())]);
+    let zeros = futures_util::stream::repeat_with(|| Ok(vec![0u8; 64 * 1024]));
+    let body = Body::from_stream(futures_util::StreamExt::chain(first, zeros));
+    ([(axum::http::header::CONTENT_TYPE, "image/png")], body).into_response()
+}
+
+async fn trickle(State(inner): State<Arc<Inner>>) -> Response {
+    note(&inner, "GET /hostile/trickle");
+    let first = futures_util::stream::iter([Ok::<_, std::io::Error>(PNG_SIGNATURE.to_vec())]);
+    let drip = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok(vec![0u8; 16]), ()))
+    });
+    let body = Body::from_stream(futures_util::StreamExt::chain(first, drip));
+    ([(axum::http::header::CONTENT_TYPE, "image/png")], body).into_response()
+}
+
+async fn redirect_loop(State(inner): State<Arc<Inner>>) -> Response {
+    note(&inner, "GET /hostile/loop");
+    let headers = [("location".to_string(), "/hostile/loop".to_string())];
+    respond(302, &headers, String::new())
 }
 
 async fn fallback(State(inner): State<Arc<Inner>>, method: Method, uri: Uri) -> Response {

@@ -21,6 +21,8 @@ mod images;
 mod cli;
 mod crash;
 mod disk;
+mod fuzz;
+mod hostile;
 mod inbox;
 mod logs;
 mod many;

@@ -1,0 +1,352 @@
+//! Configuration: what the YAML says (`RawConfig`, every key optional but the folders,
+//! unknown keys refused) and what the daemon uses ([`Config`], paths resolved against the
+//! config file's folder, provider defaults filled in, cross-field rules checked), and
+//! creating the folders it names. The remix fields under `defaults:` are the sidecar
+//! module's to read. Parts: [`raw`] (the YAML, key by key), [`resolve`] (to [`Config`]),
+//! [`folders`] (creating them), and the tests.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::sidecar::Fields;
+
+/// Where the config is looked for when neither `-c` nor `$REMIXD_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/remixd/config.yaml";
+
+/// Which remote service the remix step talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// The kkiai proxy (`Authorization: Bearer KEY`).
+    Kkiai,
+    /// Ideogram itself (`Api-Key: KEY`).
+    Ideogram,
+    /// No network: outputs are copies of the input.
+    DryRun,
+}
+
+impl Provider {
+    /// The name used in the config, logs and `metadata.json`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kkiai => "kkiai",
+            Self::Ideogram => "ideogram",
+            Self::DryRun => "dry-run",
+        }
+    }
+}
+
+/// An API key. Its `Debug` and `Display` print `***`, so it cannot leak through a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key (surrounding white space already trimmed).
+    #[must_use]
+    pub fn new(key: String) -> Self {
+        Self(key)
+    }
+
+    /// The key itself, for the one place that sends it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `api:` resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// The provider.
+    pub provider: Provider,
+    /// Base URL (provider default filled in); `None` for dry-run.
+    pub base_url: Option<String>,
+    /// The key; `None` only for dry-run.
+    pub api_key: Option<ApiKey>,
+    /// Where the key was read from, for messages (`api.api_key_file` path or `$VAR`).
+    pub api_key_source: String,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// `watch.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// Native events, polling for network and FUSE mounts.
+    Auto,
+    /// Native events only.
+    Native,
+    /// Polling only.
+    Poll,
+}
+
+/// `watch:` resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchConfig {
+    /// How changes are noticed.
+    pub mode: WatchMode,
+    /// Poll period.
+    pub poll_interval: Duration,
+    /// Full reconcile scan period.
+    pub rescan_interval: Duration,
+    /// Unchanged this long = completely written.
+    pub settle: Duration,
+    /// After an image settles, wait this long for its sidecar.
+    pub sidecar_wait: Duration,
+    /// A sidecar with no image this long is quarantined.
+    pub orphan_after: Duration,
+}
+
+/// `limits:` resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest source image accepted.
+    pub max_image_bytes: u64,
+    /// Jobs talking to the API at once.
+    pub concurrency: usize,
+    /// Images being generated at once.
+    pub inflight_images: u32,
+    /// Requests started per minute.
+    pub requests_per_minute: u32,
+    /// Images per UTC day, if capped.
+    pub daily_image_budget: Option<u64>,
+}
+
+/// `retry:` resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Requests per job before `retries_exhausted`.
+    pub max_attempts: u32,
+    /// First backoff.
+    pub initial_backoff: Duration,
+    /// Backoff cap, also for API probes.
+    pub max_backoff: Duration,
+}
+
+/// `logging.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// JSON unless stdout is a terminal.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// `logging:` resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggingConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Level filter (`info`, `debug`, an `EnvFilter` directive).
+    pub level: String,
+    /// `daemon.stats` period.
+    pub stats_interval: Duration,
+}
+
+/// The configuration the daemon runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Absolute inbox folder.
+    pub inbox: PathBuf,
+    /// Absolute outbox folder.
+    pub outbox: PathBuf,
+    /// Absolute quarantine folder.
+    pub quarantine: PathBuf,
+    /// Absolute work area (default `<inbox>/.remixd`).
+    pub work_dir: PathBuf,
+    /// The API.
+    pub api: ApiConfig,
+    /// Remix fields used where a sidecar is silent (weakest layer).
+    pub defaults: Fields,
+    /// Watching.
+    pub watch: WatchConfig,
+    /// Limits.
+    pub limits: Limits,
+    /// Retries.
+    pub retry: RetryConfig,
+    /// `output.layout`, validated: only known placeholders.
+    pub layout: String,
+    /// Logging.
+    pub logging: LoggingConfig,
+    /// Time given to in-flight jobs on stop.
+    pub shutdown_grace: Duration,
+    /// Mode bits cleared on what remixd creates.
+    pub umask: u32,
+    /// Lease time for multi-process takeover.
+    pub lease: Duration,
+}
+
+/// Why a config was refused: one line naming the file, the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the config: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A key is missing, unknown or has a bad value.
+    #[error("{path}: {key}: {problem}")]
+    Key {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted key name, e.g. `watch.settle`.
+        key: String,
+        /// What is wrong and what is expected.
+        problem: String,
+    },
+    /// The file is not valid YAML.
+    #[error("{path}: {problem}")]
+    Syntax {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message with line and column.
+        problem: String,
+    },
+}
+
+/// Options from the command line that override the file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    /// `--dry-run`: provider `dry-run`.
+    pub dry_run: bool,
+}
+
+/// Where the config file is: the `-c` value, else `$REMIXD_CONFIG`, else
+/// [`DEFAULT_CONFIG_PATH`].
+#[must_use]
+pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
+    config_path_from(cli, std::env::var_os("REMIXD_CONFIG"))
+}
+
+fn config_path_from(cli: Option<&Path>, env: Option<OsString>) -> PathBuf {
+    cli.map(Path::to_path_buf)
+        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+/// Reads, resolves and checks the config at `path` (no folders are touched; see
+/// [`Config::prepare_folders`]).
+///
+/// # Errors
+/// A [`ConfigError`] naming the key and the problem.
+pub fn load(path: &Path, overrides: Overrides) -> Result<Config, ConfigError> {
+    load_with_env(path, overrides, &|name| std::env::var_os(name))
+}
+
+/// As [`load`], but reports every problem found rather than the first (for `remixd check`).
+///
+/// # Errors
+/// Every [`ConfigError`] found, one per key.
+pub fn load_all(path: &Path, overrides: Overrides) -> Result<Config, Vec<ConfigError>> {
+    load_all_with_env(path, overrides, &|name| std::env::var_os(name))
+}
+
+/// Reads an environment variable; tests pass their own so they never touch the process's.
+type EnvLookup = dyn Fn(&str) -> Option<OsString>;
+
+fn load_with_env(
+    path: &Path,
+    overrides: Overrides,
+    env: &EnvLookup,
+) -> Result<Config, ConfigError> {
+    load_all_with_env(path, overrides, env).map_err(|mut all| all.swap_remove(0))
+}
+
+fn load_all_with_env(
+    path: &Path,
+    overrides: Overrides,
+    env: &EnvLookup,
+) -> Result<Config, Vec<ConfigError>> {
+    let path = std::path::absolute(path).map_err(|source| {
+        vec![ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }]
+    })?;
+    let text = fs::read_to_string(&path).map_err(|source| {
+        vec![ConfigError::Read {
+            path: path.clone(),
+            source,
+        }]
+    })?;
+    let raw = parse(&text, &path)?;
+    resolve(raw, &path, overrides, env)
+        .map_err(|all| all.into_iter().map(|p| p.into_error(&path)).collect())
+}
+
+/// Pushes `prefix` + the field's name for every listed field that differs.
+macro_rules! diff_fields {
+    ($out:ident, $old:expr, $new:expr, $prefix:literal, $($field:ident),+ $(,)?) => {
+        $(
+            if $old.$field != $new.$field {
+                $out.push(concat!($prefix, stringify!($field)).to_owned());
+            }
+        )+
+    };
+}
+
+/// The dotted names of the keys whose resolved values differ, for the reload log line. The
+/// API key itself shows as `api.api_key`, never its value.
+#[must_use]
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    diff_fields!(changed, old, new, "", inbox, outbox, quarantine, work_dir);
+    diff_fields!(changed, old.api, new.api, "api.", provider, base_url);
+    if old.api.api_key != new.api.api_key || old.api.api_key_source != new.api.api_key_source {
+        changed.push("api.api_key".to_owned());
+    }
+    #[rustfmt::skip]
+    diff_fields!(changed, old.api, new.api, "api.", request_timeout, connect_timeout);
+    #[rustfmt::skip]
+    diff_fields!(changed, old.defaults, new.defaults, "defaults.", prompt, negative_prompt,
+        num_images, rendering_speed, image_weight, seed, resolution, aspect_ratio, magic_prompt,
+        style_type, style_preset, style_codes, color_palette, extra_fields);
+    #[rustfmt::skip]
+    diff_fields!(changed, old.watch, new.watch, "watch.", mode, poll_interval, rescan_interval,
+        settle, sidecar_wait, orphan_after);
+    #[rustfmt::skip]
+    diff_fields!(changed, old.limits, new.limits, "limits.", max_image_bytes, concurrency,
+        inflight_images, requests_per_minute, daily_image_budget);
+    #[rustfmt::skip]
+    diff_fields!(changed, old.retry, new.retry, "retry.", max_attempts, initial_backoff,
+        max_backoff);
+    if old.layout != new.layout {
+        changed.push("output.layout".to_owned());
+    }
+    #[rustfmt::skip]
+    diff_fields!(changed, old.logging, new.logging, "logging.", format, level, stats_interval);
+    diff_fields!(changed, old, new, "", shutdown_grace, umask, lease);
+    changed
+}
+
+mod folders;
+mod raw;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+use raw::parse;
+use resolve::resolve;
