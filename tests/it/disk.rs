@@ -165,24 +165,22 @@ fn full_outbox_waits_then_publishes_when_space_returns() {
     });
     // Past a retry of the publish (the wait is retry.max_backoff, 1 s here).
     std::thread::sleep(Duration::from_millis(2500));
-    for e in d
-        .events()
-        .iter()
-        .filter(|e| e["level"] == "WARN" || e["level"] == "warn")
-    {
-        eprintln!("warned: {e}");
-    }
     assert_waiting(&env, &d, &["big1", "big2"]);
-    assert_eq!(fake.uploads().len(), 2, "each image sent once, answer kept");
+    // remixd may stop claiming while the disk is full: the second image may not be sent yet.
+    assert!(fake.uploads().len() <= 2, "{}", d.dump());
 
     std::fs::remove_file(&filler).unwrap();
     d.wait_completed("big1.png");
     d.wait_completed("big2.png");
-    assert_eq!(
-        fake.uploads().len(),
-        2,
-        "waiting for space sent nothing again"
-    );
+    for rel in ["big1.png", "big2.png"] {
+        let sha = crate::env::sha256(env.dropped_at(rel).bytes());
+        assert_eq!(
+            fake.uploads_of(&sha).len(),
+            1,
+            "{rel}: waiting for space sent it again\n{}",
+            d.dump()
+        );
+    }
     d.stop();
     assert_all_ended(&env);
 }
@@ -203,13 +201,6 @@ fn read_only_outbox_waits_then_publishes_when_writable() {
         local_warning(events, "Read-only file system").is_some()
     });
     std::thread::sleep(Duration::from_millis(2500));
-    for e in d
-        .events()
-        .iter()
-        .filter(|e| e["level"] == "WARN" || e["level"] == "warn")
-    {
-        eprintln!("warned: {e}");
-    }
     assert_waiting(&env, &d, &["ro"]);
 
     mount.remount("rw");
@@ -246,13 +237,6 @@ fn full_disk_everywhere_loses_nothing_and_recovers() {
         local_warning(events, "No space left on device").is_some()
     });
     std::thread::sleep(Duration::from_millis(2500));
-    for e in d
-        .events()
-        .iter()
-        .filter(|e| e["level"] == "WARN" || e["level"] == "warn")
-    {
-        eprintln!("warned: {e}");
-    }
     assert_waiting(&env, &d, &["full1", "full2"]);
 
     std::fs::remove_file(&filler).unwrap();
@@ -304,9 +288,6 @@ fn full_disk_while_the_api_answers_does_not_pay_twice() {
         local_warning(events, "No space left on device").is_some()
     });
     std::thread::sleep(Duration::from_millis(2500));
-    for e in d.events().iter().filter(|e| e["level"] == "warn") {
-        eprintln!("warned: {e}");
-    }
     assert_waiting(&env, &d, &["late1", "late2"]);
 
     std::fs::remove_file(&filler).unwrap();
