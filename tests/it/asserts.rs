@@ -5,10 +5,12 @@
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::env::{Dropped, Kind, TestEnv, sha256, walk_paths};
+use crate::fake_api::Upload;
 use crate::images;
 
 /// The version every metadata and error file must name.
@@ -585,4 +587,187 @@ pub fn assert_request_matches(meta: &Value, sent: &[(String, String)]) {
         recorded, sent,
         "metadata request vs the form fields the API received"
     );
+}
+
+/// SPEC.md, A job: "Nothing is ever ... left half-written in the outbox or quarantine". No
+/// `.part` download, no `.remixd-incoming-*` staging folder (a cross-filesystem publish), and
+/// every folder holding files is a complete job folder: `metadata.json` in the outbox,
+/// `error.json` in the quarantine (`quarantine/.requeued/` aside).
+pub fn assert_no_debris(env: &TestEnv) {
+    for (root, marker) in [
+        (&env.outbox, "metadata.json"),
+        (&env.quarantine, "error.json"),
+    ] {
+        let mut dirs = std::collections::BTreeSet::new();
+        for path in walk_paths(root) {
+            let rel = path.strip_prefix(root).unwrap();
+            if rel.starts_with(".requeued") {
+                continue;
+            }
+            for part in rel.components() {
+                let part = part.as_os_str().to_string_lossy();
+                assert!(
+                    !part.ends_with(".part") && !part.starts_with(".remixd-incoming-"),
+                    "leftover {} in {}\n{}",
+                    rel.display(),
+                    root.display(),
+                    env.describe()
+                );
+            }
+            dirs.insert(path.parent().unwrap().to_path_buf());
+        }
+        for dir in dirs {
+            assert!(
+                dir.join(marker).is_file(),
+                "{} has files but no {marker}: a half-built job folder\n{}",
+                dir.display(),
+                env.describe()
+            );
+        }
+    }
+}
+
+/// Every dropped image and sidecar ended in exactly one place, and that place is the outbox
+/// or the quarantine (nothing pending); each image's folder is complete (checked by
+/// [`assert_published`] or [`assert_quarantined`] with the reason its `error.json` names).
+/// Returns the images that were quarantined, with their reasons.
+pub fn assert_all_ended(env: &TestEnv) -> Vec<(String, String)> {
+    assert_nothing_lost(env);
+    assert_no_debris(env);
+    let mut quarantined = Vec::new();
+    for dropped in env.dropped() {
+        let found = locations(env, &dropped);
+        assert!(
+            !found[0].starts_with(&env.inbox),
+            "{} is still pending at {}\n{}",
+            dropped.rel,
+            found[0].display(),
+            env.describe()
+        );
+        if is_sidecar_name(dropped.name()) {
+            continue;
+        }
+        if found[0].starts_with(&env.outbox) {
+            assert_published(env, &dropped.rel);
+        } else {
+            let error = read_json(&found[0].with_file_name("error.json"));
+            let reason = error["reason"].as_str().unwrap_or_default().to_string();
+            assert_quarantined(env, &dropped.rel, &reason);
+            quarantined.push((dropped.rel.clone(), reason));
+        }
+    }
+    quarantined
+}
+
+/// How long a process may take, at most, between the moment the fake handed its answer to
+/// the server and the moment that answer is durably journaled (HTTP read, parse, write and
+/// fsync on a loaded two-core machine). A process that lived longer than this after its
+/// answer left the fake had recorded it, so the image must never be uploaded again.
+pub const JOURNAL_SLACK: Duration = Duration::from_secs(1);
+
+/// One SIGKILL of the process whose uploads come `via` this tag ([`Upload::via`]): it was
+/// certainly alive at `before` and certainly dead at `dead`.
+#[derive(Debug, Clone)]
+pub struct Kill {
+    /// The [`Upload::via`] of the killed process's uploads.
+    pub process: String,
+    /// Just before the signal was sent.
+    pub before: Instant,
+    /// Once the process was reaped.
+    pub dead: Instant,
+}
+
+/// The answer ends the job's submissions (a 200 with images), unlike a transient error.
+pub fn is_final_answer(upload: &Upload) -> bool {
+    upload.status == 200
+}
+
+/// SPEC.md, A job: "a job whose API answer was journaled is never submitted again"; Many
+/// processes: "each image is processed by exactly one of them".
+///
+/// The rule, for one image's uploads in arrival order: an upload after one that got a final
+/// answer is allowed only when the process that sent the earlier one was killed before it
+/// could have journaled that answer. The killing kill is the first kill of that process (same
+/// [`Upload::via`]) reaped after the earlier upload arrived. The process could not have read
+/// the answer before the fake handed it over (`answered_at`; never, if the fake never did),
+/// and it had surely journaled it once it had lived [`JOURNAL_SLACK`] longer. So a re-upload
+/// is a violation when its predecessor's sender was never killed after sending it (a live
+/// process's answer, or two live processes running one job), or when that kill came more
+/// than [`JOURNAL_SLACK`] after the answer was handed over.
+pub fn reupload_violations(rel: &str, uploads: &[Upload], kills: &[Kill]) -> Vec<String> {
+    let mut out = Vec::new();
+    // In order of arrival (headers received), not of the end of the body.
+    let mut uploads = uploads.to_vec();
+    uploads.sort_by_key(|u| u.at);
+    for pair in uploads.windows(2) {
+        let (first, again) = (&pair[0], &pair[1]);
+        if !is_final_answer(first) {
+            continue;
+        }
+        let killer = kills
+            .iter()
+            .find(|k| k.process == first.via && k.dead > first.at);
+        match (killer, first.answered_at) {
+            (None, _) => out.push(format!(
+                "{rel}: uploaded again (via {:?}) {:?} after an answered upload (via {:?}) \
+                 whose sender was not killed",
+                again.via,
+                again.at.duration_since(first.at),
+                first.via
+            )),
+            (Some(k), Some(answered)) if k.before > answered + JOURNAL_SLACK => {
+                out.push(format!(
+                    "{rel}: its answer was handed over {:?} before its sender was killed \
+                     (more than {JOURNAL_SLACK:?} to journal it), yet it was uploaded again",
+                    k.before.duration_since(answered)
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !out.is_empty() {
+        out.push(format!("  {rel}'s uploads: {}", timeline(&uploads, kills)));
+    }
+    out
+}
+
+/// Each upload as `via@+ms→status(answered +ms)`, kills as `KILL via@+ms`, times from the
+/// first upload: for failure messages.
+fn timeline(uploads: &[Upload], kills: &[Kill]) -> String {
+    let Some(t0) = uploads.first().map(|u| u.at) else {
+        return String::new();
+    };
+    let ms = |t: Instant| {
+        if t >= t0 {
+            format!("+{}", t.duration_since(t0).as_millis())
+        } else {
+            format!("-{}", t0.duration_since(t).as_millis())
+        }
+    };
+    let mut items: Vec<(Instant, String)> = uploads
+        .iter()
+        .map(|u| {
+            let answered = u.answered_at.map_or_else(|| "never".into(), ms);
+            (
+                u.at,
+                format!(
+                    "{:?}@{}→{} (answered {answered})",
+                    u.via,
+                    ms(u.at),
+                    u.status
+                ),
+            )
+        })
+        .collect();
+    items.extend(
+        kills
+            .iter()
+            .map(|k| (k.before, format!("KILL {:?}@{}", k.process, ms(k.before)))),
+    );
+    items.sort_by_key(|(t, _)| *t);
+    items
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

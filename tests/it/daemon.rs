@@ -74,6 +74,16 @@ impl Daemon {
         Self::spawn(&mut cmd)
     }
 
+    /// `remixd run -c CONFIG EXTRA...` with the test key and another config than the
+    /// environment's (for several processes with different settings).
+    pub fn start_config(env: &TestEnv, config: &Path, extra: &[&str]) -> Self {
+        let config = config.to_string_lossy().into_owned();
+        let mut args = vec!["run", "-c", config.as_str()];
+        args.extend_from_slice(extra);
+        let mut cmd = command(env.root(), &args, Some(API_KEY));
+        Self::spawn(&mut cmd)
+    }
+
     /// Spawns `cmd` with stdout and stderr captured.
     pub fn spawn(cmd: &mut Command) -> Self {
         let mut child = cmd
@@ -136,6 +146,16 @@ impl Daemon {
     /// Everything written to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Writes every stdout line to `path` when `$REMIXD_IT_LOG_DIR` is set (for a post-mortem
+    /// of a multi-process test), as `$REMIXD_IT_LOG_DIR/NAME.log`.
+    pub fn save_log(&self, name: &str) {
+        let Ok(dir) = std::env::var("REMIXD_IT_LOG_DIR") else {
+            return;
+        };
+        let text = self.out.lock().unwrap().raw.join("\n");
+        std::fs::write(Path::new(&dir).join(format!("{name}.log")), text).unwrap();
     }
 
     /// Raw stdout lines and stderr, for failure messages.

@@ -144,6 +144,9 @@ impl Reply {
 pub struct Upload {
     /// When it arrived.
     pub at: Instant,
+    /// The `TAG` of a `/p/TAG/...` base URL ([`FakeApi::url_via`]), `""` for the plain one:
+    /// tells which of several processes sent it.
+    pub via: String,
     /// `Authorization` header.
     pub authorization: Option<String>,
     /// `Api-Key` header.
@@ -170,6 +173,10 @@ pub struct Upload {
     pub status: u16,
     /// The body answered.
     pub body: String,
+    /// When the handler handed the answer to the server to send (after any delay); `None`
+    /// while it is still pending, or when the connection died before that. remixd cannot
+    /// have read the answer before this moment.
+    pub answered_at: Option<Instant>,
 }
 
 impl Upload {
@@ -202,6 +209,27 @@ struct Script {
     files: HashMap<String, StoredFile>,
     requests: Vec<String>,
     next_id: u64,
+    latency: Option<Latency>,
+}
+
+/// A random delay before every answer (uploads and file fetches), from a seeded generator.
+struct Latency {
+    min: Duration,
+    max: Duration,
+    state: u64,
+}
+
+impl Latency {
+    fn next(&mut self) -> Duration {
+        // splitmix64: reproducible from the seed, no extra dependency.
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let span = self.max.saturating_sub(self.min).as_micros() as u64 + 1;
+        self.min + Duration::from_micros(z % span)
+    }
 }
 
 struct Inner {
@@ -219,7 +247,19 @@ pub struct FakeApi {
 impl FakeApi {
     /// Starts a server on `127.0.0.1:0` in its own thread and runtime.
     pub fn start(mode: Mode) -> Self {
+        Self::start_on(mode, 0)
+    }
+
+    /// A loopback port nothing listens on (bound, then released): connections to it are
+    /// refused until [`FakeApi::start_on`] starts a server there.
+    pub fn unused_port() -> u16 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    /// Starts a server on `127.0.0.1:port` (0: any free port).
+    pub fn start_on(mode: Mode, port: u16) -> Self {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let inner = Arc::new(Inner {
@@ -229,6 +269,7 @@ impl FakeApi {
         });
         let app = Router::new()
             .route("/v1/ideogram-v3/remix", post(remix))
+            .route("/p/{tag}/v1/ideogram-v3/remix", post(remix_via))
             .route("/files/{name}", get(file))
             .route("/hostile/endless", get(endless))
             .route("/hostile/trickle", get(trickle))
@@ -265,6 +306,11 @@ impl FakeApi {
         self.inner.base.clone()
     }
 
+    /// A base URL that marks the uploads sent through it with `tag` ([`Upload::via`]).
+    pub fn url_via(&self, tag: &str) -> String {
+        format!("{}/p/{tag}", self.inner.base)
+    }
+
     /// The endpoint remixd must post to.
     pub fn endpoint(&self) -> String {
         format!("{}/v1/ideogram-v3/remix", self.inner.base)
@@ -288,6 +334,16 @@ impl FakeApi {
     /// The reply when nothing is queued (default: [`Reply::ok`]).
     pub fn set_default(&self, reply: Reply) {
         self.script().default = Some(reply);
+    }
+
+    /// Delays every later answer (uploads and output fetches) by a random time in
+    /// `min..=max`, drawn from a generator seeded with `seed`.
+    pub fn set_latency(&self, min: Duration, max: Duration, seed: u64) {
+        self.script().latency = Some(Latency {
+            min,
+            max,
+            state: seed,
+        });
     }
 
     /// Every upload so far, in arrival order.
@@ -442,7 +498,11 @@ impl Inner {
             .or_else(|| script.queue.pop_front())
             .or_else(|| script.default.clone())
             .unwrap_or_else(Reply::ok);
-        self.render(&mut script, reply, upload, Duration::ZERO)
+        let latency = script
+            .latency
+            .as_mut()
+            .map_or(Duration::ZERO, Latency::next);
+        self.render(&mut script, reply, upload, latency)
     }
 
     fn render(
@@ -544,12 +604,31 @@ async fn remix(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
+    answer_upload(&inner, String::new(), &headers, multipart).await
+}
+
+async fn remix_via(
+    State(inner): State<Arc<Inner>>,
+    Path(tag): Path<String>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    answer_upload(&inner, tag, &headers, multipart).await
+}
+
+async fn answer_upload(
+    inner: &Inner,
+    via: String,
+    headers: &HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
     let mut upload = Upload {
         at: Instant::now(),
-        authorization: header(&headers, "authorization"),
-        api_key: header(&headers, "api-key"),
-        accept: header(&headers, "accept"),
-        content_type: header(&headers, "content-type"),
+        via,
+        authorization: header(headers, "authorization"),
+        api_key: header(headers, "api-key"),
+        accept: header(headers, "accept"),
+        content_type: header(headers, "content-type"),
         file_name: None,
         image_type: None,
         sha256: String::new(),
@@ -559,23 +638,38 @@ async fn remix(
         parse_error: None,
         status: 0,
         body: String::new(),
+        answered_at: None,
     };
     read_form(multipart, &mut upload).await;
     let planned = inner.plan(&upload);
     upload.status = planned.status;
     upload.body.clone_from(&planned.body);
-    {
+    let index = {
         let mut script = inner.script.lock().unwrap();
         script.requests.push("POST /v1/ideogram-v3/remix".into());
         script.uploads.push(upload);
-    }
+        script.uploads.len() - 1
+    };
     if !planned.delay.is_zero() {
         tokio::time::sleep(planned.delay).await;
     }
+    // When the client dies during the delay the server may drop this future: the answer is
+    // then never marked as handed over.
+    inner.script.lock().unwrap().uploads[index].answered_at = Some(Instant::now());
     respond(planned.status, &planned.headers, planned.body)
 }
 
 async fn file(State(inner): State<Arc<Inner>>, Path(name): Path<String>) -> Response {
+    let latency = inner
+        .script
+        .lock()
+        .unwrap()
+        .latency
+        .as_mut()
+        .map_or(Duration::ZERO, Latency::next);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let (bytes, fault, fetches) = {
         let mut script = inner.script.lock().unwrap();
         script.requests.push(format!("GET /files/{name}"));

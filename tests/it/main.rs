@@ -19,10 +19,14 @@ mod fake_api;
 mod images;
 
 mod cli;
+mod crash;
+mod disk;
 mod fuzz;
 mod hostile;
 mod inbox;
 mod logs;
+mod many;
+mod outage;
 mod pipeline;
 mod quarantine;
 mod retries;
