@@ -94,7 +94,7 @@ pub async fn run(
         logging: options.logging.take(),
     };
     intake.run(&jobs, shutdown.token()).await;
-    drain(&ctx, &jobs, &shutdown).await;
+    drain(&ctx, &jobs, &shutdown, &intake.owner).await;
     if journal::list(&ctx.jobs).is_ok_and(|left| left.is_empty()) {
         intake.owner.retire();
     }
@@ -119,7 +119,10 @@ impl Jobs {
     }
 }
 
-async fn drain(ctx: &Ctx, jobs: &Jobs, shutdown: &Shutdown) {
+/// Stops intake's work: waits up to `shutdown_grace` for the running jobs, renewing the lease
+/// meanwhile so no other process takes them over, then abandons the rest at their current
+/// (journaled) step.
+async fn drain(ctx: &Ctx, jobs: &Jobs, shutdown: &Shutdown, owner: &Owner) {
     let in_flight = ctx.stats.in_flight.load(Ordering::Relaxed);
     let signal = shutdown.signal();
     if signal.is_some() {
@@ -133,12 +136,22 @@ async fn drain(ctx: &Ctx, jobs: &Jobs, shutdown: &Shutdown) {
         );
     }
     jobs.tracker.close();
-    if tokio::time::timeout(ctx.config().shutdown_grace, jobs.tracker.wait())
-        .await
-        .is_err()
-    {
-        jobs.hard_stop.cancel();
-        jobs.tracker.wait().await;
+    let deadline = tokio::time::Instant::now() + ctx.config().shutdown_grace;
+    let mut renew = interval_after(ctx.config().lease / 3);
+    loop {
+        tokio::select! {
+            () = jobs.tracker.wait() => break,
+            _ = renew.tick() => {
+                if let Err(e) = owner.renew() {
+                    warn!(error = %e, "could not renew the lease while stopping");
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                jobs.hard_stop.cancel();
+                jobs.tracker.wait().await;
+                break;
+            }
+        }
     }
     let left = journal::list(&ctx.jobs).map_or(0, |l| l.len());
     info!(

@@ -55,6 +55,8 @@ struct State {
     max_backoff: Duration,
     budget: Option<u64>,
     usage: Usage,
+    /// Images asked for by requests still waiting for their answer.
+    reserved: u64,
 }
 
 /// Images received per UTC day, kept in the work area so it survives restarts.
@@ -71,6 +73,28 @@ pub struct Permit {
     _images: OwnedSemaphorePermit,
     /// Whether this request is the probe of a paused API.
     pub probe: bool,
+    /// Images counted against the day's budget until the answer says how many came.
+    reserved: u64,
+}
+
+impl Permit {
+    /// What [`Gate::report`] needs to know about this request.
+    #[must_use]
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            probe: self.probe,
+            reserved: self.reserved,
+        }
+    }
+}
+
+/// A sent request, as the gate knows it when its answer is reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ticket {
+    /// Whether it was the probe of a paused API.
+    pub probe: bool,
+    /// Images it reserved against the day's budget.
+    pub reserved: u64,
 }
 
 /// The shared gate.
@@ -114,6 +138,7 @@ impl Gate {
                 max_backoff: config.retry.max_backoff,
                 budget: config.limits.daily_image_budget,
                 usage,
+                reserved: 0,
             }),
             changed: Notify::new(),
             resized: Notify::new(),
@@ -155,6 +180,7 @@ impl Gate {
                             _request: request,
                             _images: images,
                             probe,
+                            reserved: u64::from(num_images),
                         };
                     }
                     Err(until) => {
@@ -172,7 +198,9 @@ impl Gate {
     fn try_enter(&self, num_images: u64) -> Result<bool, Duration> {
         let now = Instant::now();
         let mut st = self.lock();
-        st.check_budget(num_images, now);
+        if st.check_budget(num_images, now) {
+            return Err(Duration::from_millis(500));
+        }
         let mut probe = false;
         if let Some(p) = st.paused.as_mut() {
             if p.probing {
@@ -197,13 +225,16 @@ impl Gate {
             return Err(st.next_slot - now);
         }
         st.next_slot = now + st.spacing * st.slowdown;
+        st.reserved += num_images;
         Ok(probe)
     }
 
     /// Records what a request's answer says about the API.
-    pub fn report(&self, signal: Signal, probe: bool) {
+    pub fn report(&self, signal: Signal, ticket: Ticket) {
+        let probe = ticket.probe;
         let now = Instant::now();
         let mut st = self.lock();
+        st.reserved = st.reserved.saturating_sub(ticket.reserved);
         match signal {
             Signal::Images(n) => {
                 st.add_images(u64::from(n), &self.usage_path);
@@ -349,11 +380,19 @@ impl State {
         }
     }
 
-    fn check_budget(&mut self, wanted: u64, now: Instant) {
+    /// Pauses for the day when `wanted` more images would pass the budget. True when only the
+    /// requests still in flight stand in the way: their answers may leave room, so the caller
+    /// waits a little instead.
+    fn check_budget(&mut self, wanted: u64, now: Instant) -> bool {
         self.roll_day();
-        let Some(budget) = self.budget else { return };
-        if self.usage.images + wanted <= budget || self.paused.is_some() {
-            return;
+        let Some(budget) = self.budget else {
+            return false;
+        };
+        if self.usage.images + self.reserved + wanted <= budget || self.paused.is_some() {
+            return false;
+        }
+        if self.usage.images + wanted <= budget {
+            return true;
         }
         let wait = until_next_utc_day();
         self.paused = Some(Paused {
@@ -369,6 +408,7 @@ impl State {
             retry_in_ms,
             "limits.daily_image_budget ({budget}) is spent for today; submissions resume at 00:00 UTC"
         );
+        false
     }
 }
 
@@ -439,18 +479,30 @@ mod tests {
     async fn a_pause_lets_one_probe_through_and_resumes_on_success() {
         let (_dir, cfg) = config("retry: {initial_backoff: 1s, max_backoff: 4s}\n");
         let gate = Gate::new(&cfg);
-        gate.report(Signal::Pause(PauseReason::Unauthorized), false);
+        gate.report(Signal::Pause(PauseReason::Unauthorized), Ticket::default());
         assert_eq!(gate.paused(), Some(PauseReason::Unauthorized));
         let probe = gate.admit(1).await;
         assert!(
             probe.probe,
             "the first request after the backoff is the probe"
         );
-        gate.report(Signal::Pause(PauseReason::Unauthorized), true);
+        gate.report(
+            Signal::Pause(PauseReason::Unauthorized),
+            Ticket {
+                probe: true,
+                reserved: 1,
+            },
+        );
         drop(probe);
         let again = gate.admit(1).await;
         assert!(again.probe);
-        gate.report(Signal::Images(1), true);
+        gate.report(
+            Signal::Images(1),
+            Ticket {
+                probe: true,
+                reserved: 1,
+            },
+        );
         assert_eq!(gate.paused(), None);
         drop(again);
         assert!(!gate.admit(1).await.probe);
@@ -461,14 +513,14 @@ mod tests {
         let (_dir, cfg) = config("retry: {max_attempts: 3}\n");
         let gate = Gate::new(&cfg);
         for _ in 0..2 {
-            gate.report(Signal::Transient, false);
+            gate.report(Signal::Transient, Ticket::default());
         }
         assert_eq!(gate.paused(), None);
         let since = Instant::now();
-        gate.report(Signal::Transient, false);
+        gate.report(Signal::Transient, Ticket::default());
         assert_eq!(gate.paused(), Some(PauseReason::Unavailable));
         assert!(!gate.worked_since(since));
-        gate.report(Signal::Answered, false);
+        gate.report(Signal::Answered, Ticket::default());
         assert!(gate.worked_since(since));
         assert_eq!(gate.paused(), None);
     }

@@ -149,6 +149,14 @@ impl JobDir {
         if journal.exists() {
             fs::remove_file(&journal).context("removing a finished job journal", &journal)?;
         }
+        // A journal write cut short leaves its temporary file beside job.json.
+        if let Ok(entries) = fs::read_dir(&self.root) {
+            for entry in entries.filter_map(Result::ok) {
+                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
         fs::remove_dir(&self.root).context("removing a finished job folder", &self.root)?;
         if let Some(parent) = self.root.parent() {
             fsx::sync_dir(parent).context("syncing the work area", parent)?;

@@ -67,8 +67,12 @@ impl Owner {
         self.root.join(JOBS_DIR)
     }
 
-    /// Rewrites the lease; returns its new mtime, the filesystem's idea of "now".
+    /// Rewrites the lease; returns its new mtime, the filesystem's idea of "now". If this
+    /// owner's folder is gone (another process presumed it dead and took its jobs), it is made
+    /// again, empty: the jobs taken stay with their taker, new claims land here.
     pub fn renew(&self) -> Result<SystemTime, FsError> {
+        fsx::create_dir_all_durable(&self.jobs())
+            .context("registering in the work area", &self.root)?;
         let path = self.root.join(LEASE_FILE);
         let bytes = serde_json::to_vec(&self.info).map_err(std::io::Error::other);
         bytes

@@ -18,7 +18,7 @@ use crate::config::{Config, Provider};
 use crate::download::{self, DownloadError, DownloadLimits, Downloaded};
 use crate::events;
 use crate::fsx::FsError;
-use crate::gate::{Gate, Signal};
+use crate::gate::{Gate, Signal, Ticket};
 use crate::image_info::ImageInfo;
 use crate::job::{self, Input, JobRecord, Stage};
 use crate::journal::JobDir;
@@ -161,8 +161,21 @@ pub async fn run_resumed(ctx: Arc<Ctx>, dir: JobDir) {
 async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
     ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let mut odd_failures = 0;
+    let mut unsaved = false;
     let end = loop {
-        match drive(ctx, &dir, &mut record).await {
+        // After a failed step the record in memory may be ahead of the journal (an answer
+        // received but not recorded): it is written first, and never replaced by the older
+        // journal, or the job would be sent again.
+        let step = if unsaved {
+            dir.write(&record).map(|()| unsaved = false)
+        } else {
+            Ok(())
+        };
+        let outcome = match step {
+            Ok(()) => drive(ctx, &dir, &mut record).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(end) => {
                 ctx.set_disk_blocked(false);
                 break end;
@@ -188,9 +201,7 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, local_capacity = e.is_local_capacity(),
                     "a local file step failed; the job waits and tries again (nothing was lost)");
                 tokio::time::sleep(wait).await;
-                if let Ok(fresh) = dir.read() {
-                    record = fresh;
-                }
+                unsaved = true;
             }
         }
     };
@@ -326,7 +337,7 @@ async fn submit_loop(
             .await?;
         let api_ms = started.elapsed().as_millis() as u64;
         rec.timings.api_ms += api_ms;
-        let probe = permit.probe;
+        let ticket = permit.ticket();
         drop(permit);
         if let Outcome::Answer(answer) = &outcome {
             let images = answer.items.iter().filter(|i| i.url.is_some()).count();
@@ -338,7 +349,7 @@ async fn submit_loop(
                 "the API answered"
             );
         }
-        match retries.judge(ctx, outcome, probe, started) {
+        match retries.judge(ctx, outcome, ticket, started) {
             Next::Done(end) => return Ok(end),
             Next::Retry {
                 delay,
@@ -373,16 +384,16 @@ struct Retries {
 
 impl Retries {
     /// Reports `outcome` to the gate and decides: an end for the job, or a retry after a delay.
-    fn judge(&mut self, ctx: &Ctx, outcome: Outcome, probe: bool, started: Instant) -> Next {
+    fn judge(&mut self, ctx: &Ctx, outcome: Outcome, ticket: Ticket, started: Instant) -> Next {
         let retry = &ctx.config().retry;
         let refused = |reason, http_status, api_error, message| {
-            ctx.gate.report(Signal::Answered, probe);
+            ctx.gate.report(Signal::Answered, ticket);
             Next::Done(Err(api_verdict(reason, http_status, api_error, message)))
         };
         match outcome {
             Outcome::Answer(answer) => {
                 let images = answer.items.iter().filter(|i| i.url.is_some()).count();
-                ctx.gate.report(Signal::Images(images as u32), probe);
+                ctx.gate.report(Signal::Images(images as u32), ticket);
                 Next::Done(Ok(answer))
             }
             Outcome::Rejected {
@@ -401,7 +412,7 @@ impl Retries {
                 message,
             } => refused(Reason::BadResponse, http_status, api_error, message),
             Outcome::RateLimited { retry_after } => {
-                ctx.gate.report(Signal::RateLimited(retry_after), probe);
+                ctx.gate.report(Signal::RateLimited(retry_after), ticket);
                 let delay = retry_after.unwrap_or_else(|| backoff(retry, self.failures + 1));
                 Next::Retry {
                     delay,
@@ -415,7 +426,7 @@ impl Retries {
                 message,
                 ..
             } => {
-                ctx.gate.report(Signal::Pause(reason), probe);
+                ctx.gate.report(Signal::Pause(reason), ticket);
                 Next::Retry {
                     delay: Duration::ZERO,
                     http_status: Some(http_status),
@@ -426,7 +437,7 @@ impl Retries {
                 http_status,
                 message,
             } => {
-                ctx.gate.report(Signal::Transient, probe);
+                ctx.gate.report(Signal::Transient, ticket);
                 if ctx.gate.paused().is_some() {
                     return Next::Retry {
                         delay: Duration::ZERO,
