@@ -56,7 +56,8 @@ pub async fn run(
         ],
     };
     let owner = Owner::register(&config.work_dir)?;
-    let gate = Gate::new(&config);
+    let mut gate = Gate::new(&config);
+    gate.set_scratch(owner.root().to_path_buf());
     let ctx = Arc::new(Ctx::new(config, gate, api, owner.jobs()));
     let (tx, rx) = mpsc::channel(4096);
     let (watcher, chosen) = if options.once {
@@ -80,7 +81,7 @@ pub async fn run(
     info!(event = events::DAEMON_STARTED, version = crate::VERSION,
         inbox = %ctx.config().inbox.display(), outbox = %ctx.config().outbox.display(),
         quarantine = %ctx.config().quarantine.display(), provider = ctx.config().api.provider.name(),
-        watch_mode = mode, "remixd started");
+        watch_mode = mode, owner = owner.id(), "remixd started");
     info!(event = events::WATCH_MODE, watch_mode = mode, why = %chosen.why, "watching the inbox");
     let jobs = Jobs {
         tracker: TaskTracker::new(),

@@ -110,6 +110,22 @@ pub fn copy_durable(from: &Path, to: &Path) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// As [`write_durable`], with the temporary file in `scratch` (same filesystem as `path`), so
+/// a write cut short leaves its debris there rather than beside `path`.
+///
+/// # Errors
+/// Any I/O error; the temporary file is removed on failure.
+pub fn write_durable_via(scratch: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .suffix(".part")
+        .tempfile_in(scratch)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(parent_of(path))
+}
+
 /// Renames `from` to `to` and syncs both folders, so the rename survives a crash.
 ///
 /// # Errors

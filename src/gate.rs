@@ -107,6 +107,8 @@ pub struct Gate {
     changed: Notify,
     resized: Notify,
     usage_path: PathBuf,
+    /// Where the day's count is written before it is renamed into place.
+    scratch: PathBuf,
 }
 
 fn spacing_for(rpm: u32) -> Duration {
@@ -142,6 +144,7 @@ impl Gate {
             }),
             changed: Notify::new(),
             resized: Notify::new(),
+            scratch: config.work_dir.clone(),
             usage_path,
         }
     }
@@ -237,7 +240,7 @@ impl Gate {
         st.reserved = st.reserved.saturating_sub(ticket.reserved);
         match signal {
             Signal::Images(n) => {
-                st.add_images(u64::from(n), &self.usage_path);
+                st.add_images(u64::from(n), &self.scratch, &self.usage_path);
                 st.working(now);
             }
             Signal::Answered => st.working(now),
@@ -259,6 +262,12 @@ impl Gate {
         }
         drop(st);
         self.changed.notify_waiters();
+    }
+
+    /// Writes the day's count through `dir` (this process's own folder in the work area), so
+    /// a write cut short by a crash leaves nothing in the shared work area.
+    pub fn set_scratch(&mut self, dir: PathBuf) {
+        self.scratch = dir;
     }
 
     /// Applies reloaded limits and retry settings. Slots added are free at once; slots removed
@@ -309,7 +318,8 @@ impl Gate {
 
     /// Counts images made without the API (dry-run) toward the day.
     pub fn count_images(&self, n: u32) {
-        self.lock().add_images(u64::from(n), &self.usage_path);
+        self.lock()
+            .add_images(u64::from(n), &self.scratch, &self.usage_path);
     }
 }
 
@@ -370,11 +380,11 @@ impl State {
         }
     }
 
-    fn add_images(&mut self, n: u64, path: &std::path::Path) {
+    fn add_images(&mut self, n: u64, scratch: &std::path::Path, path: &std::path::Path) {
         self.roll_day();
         self.usage.images += n;
         if let Ok(bytes) = serde_json::to_vec(&self.usage) {
-            if let Err(e) = crate::fsx::write_durable(path, &bytes) {
+            if let Err(e) = crate::fsx::write_durable_via(scratch, path, &bytes) {
                 warn!(error = %e, "could not record the day's image count");
             }
         }

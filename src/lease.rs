@@ -61,6 +61,21 @@ impl Owner {
         Ok(owner)
     }
 
+    /// This owner's id (its folder's name under `owners/`), logged at start.
+    #[must_use]
+    pub fn id(&self) -> String {
+        self.root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// This owner's folder.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// This owner's jobs folder.
     #[must_use]
     pub fn jobs(&self) -> PathBuf {
@@ -132,7 +147,11 @@ impl Owner {
                 continue;
             };
             let dest = self.jobs().join(name);
-            if fsx::rename_durable(dir.path(), &dest).is_ok() {
+            // The rename alone decides who owns the job. The syncs after it may fail when
+            // another taker has just removed the emptied peer folder; the job is ours anyway.
+            if fs::rename(dir.path(), &dest).is_ok() {
+                let _ = fsx::sync_dir(&self.jobs());
+                let _ = fsx::sync_dir(jobs);
                 taken.push(JobDir::new(
                     &self.jobs(),
                     &crate::job::JobId::parse(&name.to_string_lossy()).unwrap_or_default(),
@@ -152,6 +171,14 @@ impl Owner {
 fn remove_if_empty(owner: &Path) {
     let jobs = owner.join(JOBS_DIR);
     if fs::remove_dir(&jobs).is_ok() || !jobs.exists() {
+        // Temporaries of writes cut short (the lease, the day's count) go with it.
+        if let Ok(entries) = fs::read_dir(owner) {
+            for entry in entries.filter_map(Result::ok) {
+                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
         let _ = fs::remove_file(owner.join(LEASE_FILE));
         let _ = fs::remove_dir(owner);
     }
