@@ -408,9 +408,10 @@ impl IntakeLoop {
     /// always spelled out, so "not paused" is visible rather than an absence.
     fn status_line(&self) -> String {
         let s = &self.ctx.stats;
+        let (done_today, quarantined_today) = s.today();
         format!(
-            "pending {}, in flight {}, completed {}, quarantined {} (since start), \
-             {} images today, API {}",
+            "pending {}, in flight {}, completed {}, quarantined {} (since start); \
+             today: done {done_today}, quarantined {quarantined_today}, {} images; API {}",
             self.intake.pending(),
             s.in_flight.load(Ordering::Relaxed),
             s.completed.load(Ordering::Relaxed),

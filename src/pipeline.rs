@@ -38,6 +38,42 @@ pub struct Stats {
     pub completed: AtomicU64,
     /// Jobs quarantined.
     pub quarantined: AtomicU64,
+    /// Jobs published and quarantined this UTC day: (day, published, quarantined).
+    today: std::sync::Mutex<(String, u64, u64)>,
+}
+
+impl Stats {
+    fn count_end(&self, published: bool) {
+        let total = if published {
+            &self.completed
+        } else {
+            &self.quarantined
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut today) = self.today.lock() {
+            let day = publish::utc_date();
+            if today.0 != day {
+                *today = (day, 0, 0);
+            }
+            if published {
+                today.1 += 1;
+            } else {
+                today.2 += 1;
+            }
+        }
+    }
+
+    /// Jobs published and quarantined so far this UTC day (by this process).
+    #[must_use]
+    pub fn today(&self) -> (u64, u64) {
+        self.today.lock().map_or((0, 0), |today| {
+            if today.0 == publish::utc_date() {
+                (today.1, today.2)
+            } else {
+                (0, 0)
+            }
+        })
+    }
 }
 
 /// What every job shares.
@@ -207,10 +243,10 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
     };
     ctx.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     match end {
-        End::Published => ctx.stats.completed.fetch_add(1, Ordering::Relaxed),
-        End::Quarantined => ctx.stats.quarantined.fetch_add(1, Ordering::Relaxed),
-        End::Lost => 0,
-    };
+        End::Published => ctx.stats.count_end(true),
+        End::Quarantined => ctx.stats.count_end(false),
+        End::Lost => {}
+    }
 }
 
 async fn drive(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord) -> Result<End, FsError> {
