@@ -2,8 +2,8 @@
 //! unknown keys refused) and what the daemon uses ([`Config`], paths resolved against the
 //! config file's folder, provider defaults filled in, cross-field rules checked), and
 //! creating the folders it names. The remix fields under `defaults:` are the sidecar
-//! module's to read. Parts: [`raw`] (the YAML, key by key), [`resolve`] (to [`Config`]),
-//! [`folders`] (creating them), and the tests.
+//! module's to read. Parts: `raw` (the YAML, key by key), `resolve` (to [`Config`]),
+//! `folders` (creating them), and the tests.
 
 use std::ffi::OsString;
 use std::fs;
