@@ -81,15 +81,7 @@ fn parent_of(path: &Path) -> &Path {
 /// # Errors
 /// Any I/O error; the temporary file is removed on failure.
 pub fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = parent_of(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .suffix(".part")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    write_durable_via(parent_of(path), path, bytes)
 }
 
 /// Copies `from` to `to` whole or not at all (a synced temporary copy renamed into place),
