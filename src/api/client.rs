@@ -171,7 +171,17 @@ fn image_form(
 ) -> Result<Form, FsError> {
     const ACTION: &str = "opening the image to upload";
     let file = fsx::open_nofollow(image).context(ACTION, image)?;
-    let len = file.metadata().context(ACTION, image)?.len();
+    let meta = file.metadata().context(ACTION, image)?;
+    if !meta.is_file() {
+        // Checked again on this very descriptor: whatever the path names now, only a plain
+        // file's bytes are ever sent.
+        return Err(FsError {
+            action: ACTION,
+            path: image.to_path_buf(),
+            source: std::io::Error::other("not a plain file"),
+        });
+    }
+    let len = meta.len();
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
     let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
         .file_name(file_name.to_owned())
