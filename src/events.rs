@@ -33,8 +33,11 @@ pub const JOB_COMPLETED: &str = "job.completed";
 pub const JOB_QUARANTINED: &str = "job.quarantined";
 /// An unfinished job was picked up again from its journal.
 pub const JOB_RESUMED: &str = "job.resumed";
-/// `remixd requeue` put a quarantined job back into the inbox (not in SPEC.md's table).
+/// A resumed job is sent again because its answer was never recorded (not in SPEC.md's
+/// table).
 pub const JOB_RESUBMITTED: &str = "job.resubmitted";
+/// `remixd requeue` put a quarantined job back into the inbox (not in SPEC.md's table).
+pub const JOB_REQUEUED: &str = "job.requeued";
 
 /// Submissions are paused because the API, the network, the key or the balance failed.
 pub const API_PAUSED: &str = "api.paused";
@@ -64,6 +67,7 @@ pub const ALL: &[&str] = &[
     JOB_QUARANTINED,
     JOB_RESUMED,
     JOB_RESUBMITTED,
+    JOB_REQUEUED,
     API_PAUSED,
     API_RESUMED,
     WATCH_RESCAN,
@@ -77,7 +81,7 @@ mod tests {
     use std::path::Path;
 
     /// Names remixd logs that SPEC.md's table does not list (yet).
-    const NOT_IN_SPEC: &[&str] = &[JOB_RESUBMITTED, WATCH_MODE];
+    const NOT_IN_SPEC: &[&str] = &[JOB_RESUBMITTED, JOB_REQUEUED, WATCH_MODE];
 
     /// Event names in the first column of SPEC.md's "Logs" table (`a`, `b` in one cell too).
     fn spec_event_names(spec: &str) -> BTreeSet<String> {

@@ -197,7 +197,7 @@ impl Quarantine {
 
         let file = subdir.join(names.last().map_or("", String::as_str));
         tracing::info!(
-            event = events::JOB_RESUBMITTED,
+            event = events::JOB_REQUEUED,
             job_id = record.job_id.as_deref().unwrap_or(""),
             file = %file.display(),
             dir = %shown.display(),
