@@ -291,7 +291,7 @@ impl IntakeLoop {
     fn observe(&mut self, rel: &std::path::Path, snap: Option<crate::inbox::Snapshot>) {
         if let Some(new) = self.intake.observe(rel, snap, Instant::now()) {
             use std::os::unix::ffi::OsStrExt;
-            let file = crate::job::escape_name(new.path.as_os_str().as_bytes());
+            let file = crate::text::escape_name(new.path.as_os_str().as_bytes());
             info!(event = events::JOB_DETECTED, job_id = %new.job_id, file = %file, "new input seen");
         }
     }

@@ -102,6 +102,20 @@ pub fn copy_durable(from: &Path, to: &Path) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Writes `value` as pretty JSON, durably, passing the bytes through `finish` first (the
+/// published files scrub the key there).
+///
+/// # Errors
+/// Any I/O error, or a value that does not serialise.
+pub fn write_json<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+    finish: fn(Vec<u8>) -> Vec<u8>,
+) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_durable(path, &finish(bytes))
+}
+
 /// As [`write_durable`], with the temporary file in `scratch` (same filesystem as `path`), so
 /// a write cut short leaves its debris there rather than beside `path`.
 ///

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::job::JobId;
 use crate::quarantine::Reason;
-use crate::sidecar::SidecarKind;
+use crate::sidecar::{SidecarKind, sidecar_candidates};
 
 /// The per-folder defaults file, never moved.
 pub const DEFAULTS_FILE: &str = "_defaults.yaml";
@@ -72,28 +72,6 @@ pub fn classify_name(name: &OsStr) -> NameKind {
     } else {
         NameKind::Other
     }
-}
-
-/// The sidecar names to look for beside an image, strongest first, by the name's bytes (so a
-/// name that is not UTF-8 finds its sidecar too).
-#[must_use]
-pub fn sidecar_candidates(image: &OsStr) -> Vec<std::ffi::OsString> {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    let bytes = image.as_bytes();
-    let stem = match bytes.iter().rposition(|&b| b == b'.') {
-        Some(dot) if dot > 0 => Some(&bytes[..dot]),
-        _ => None,
-    };
-    let mut out = Vec::new();
-    for base in std::iter::once(bytes).chain(stem) {
-        for ext in ["yaml", "yml", "json", "txt"] {
-            let mut name = base.to_vec();
-            name.push(b'.');
-            name.extend_from_slice(ext.as_bytes());
-            out.push(std::ffi::OsString::from_vec(name));
-        }
-    }
-    out
 }
 
 /// What kind of file system entry was seen (from `lstat`, never following links).
@@ -433,7 +411,6 @@ fn is_lone_sidecar(rel: &Path, t: &Tracked, wanted: &HashSet<PathBuf>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sidecar;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -453,20 +430,6 @@ mod tests {
             mtime: None,
             ctime_ns: 0,
         })
-    }
-
-    #[test]
-    fn candidates_by_bytes_match_the_sidecar_rules() {
-        use std::os::unix::ffi::OsStrExt;
-        for name in ["cat.png", "a.b.JPG", "noext"] {
-            let by_bytes: Vec<String> = sidecar_candidates(OsStr::new(name))
-                .iter()
-                .map(|c| c.to_string_lossy().into_owned())
-                .collect();
-            assert_eq!(by_bytes, sidecar::sidecar_candidates(name), "{name}");
-        }
-        let odd = sidecar_candidates(OsStr::from_bytes(b"\xFF.png"));
-        assert_eq!(odd[4].as_bytes(), b"\xFF.yaml");
     }
 
     #[test]

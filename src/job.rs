@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::Answer;
 use crate::quarantine::ErrorRecord;
 use crate::sidecar::RemixRequest;
+use crate::text::{cut_bytes, escape_name};
 
 /// A job's id: a ULID, unique, sortable by time and safe in a file name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -77,20 +78,6 @@ pub struct RawNames {
     pub file: Vec<u8>,
     /// The sidecar's name.
     pub sidecar: Option<Vec<u8>>,
-}
-
-/// A name as readable text: UTF-8 as it is, other bytes as `\xNN`.
-#[must_use]
-pub fn escape_name(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02X}");
-        }
-    }
-    out
 }
 
 impl SourceRef {
@@ -161,14 +148,6 @@ impl SourceRef {
         Path::new(&self.subdir).join(&self.file)
     }
 
-    /// The sidecar's path relative to the inbox.
-    #[must_use]
-    pub fn sidecar_rel_path(&self) -> Option<PathBuf> {
-        self.sidecar
-            .as_ref()
-            .map(|s| Path::new(&self.subdir).join(s))
-    }
-
     /// The input's stem: its name without the last extension, cut to [`MAX_STEM_BYTES`] so
     /// that names built from it (`STEM-remix-N.EXT`, `STEM-JOBID`) fit the 255-byte limit.
     #[must_use]
@@ -177,11 +156,7 @@ impl SourceRef {
             Some((stem, _)) if !stem.is_empty() => stem,
             _ => &self.file,
         };
-        let mut end = stem.len().min(MAX_STEM_BYTES);
-        while !stem.is_char_boundary(end) {
-            end -= 1;
-        }
-        &stem[..end]
+        cut_bytes(stem, MAX_STEM_BYTES)
     }
 
     /// The input's extension, lower-case, without the dot (`""` when none).

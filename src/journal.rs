@@ -102,8 +102,8 @@ impl JobDir {
     /// Writes the journal durably.
     pub fn write(&self, record: &JobRecord) -> Result<(), FsError> {
         let path = self.journal_path();
-        let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other);
-        json.and_then(|bytes| fsx::write_durable(&path, &bytes))
+        // Not scrubbed: the journal keeps the answer exactly, so a resumed job can use it.
+        fsx::write_json(&path, record, std::convert::identity)
             .context("writing the job journal", &path)
     }
 

@@ -13,7 +13,7 @@
 //!   [`gate`] (API pacing, pauses), [`shutdown`], [`systemd`], [`logging`], [`events`] (log
 //!   event names), [`prepare`] (checks before sending),
 //!   [`fsx`] (durable writes and renames), [`error`] (fatal errors and exit statuses),
-//!   [`secrets`] (the key scrubbed from all output),
+//!   [`secrets`] (the key scrubbed from all output), [`text`] (cutting and escaping names),
 //!   [`requeue`] and [`check`] (the other subcommands).
 
 pub mod api;
@@ -42,6 +42,7 @@ pub mod secrets;
 pub mod shutdown;
 pub mod sidecar;
 pub mod systemd;
+pub mod text;
 pub mod watch;
 
 /// The version recorded in metadata, error files and logs.

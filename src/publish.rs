@@ -31,7 +31,8 @@ pub fn render_layout(layout: &str, source: &SourceRef, job_id: &JobId, date: &st
         match segment {
             "" => {}
             "." | ".." => out.push("_"),
-            s => out.push(cut_segment(&s.replace('\0', "_"))),
+            // File names are at most 255 bytes, and a `-N` suffix may still be added.
+            s => out.push(crate::text::cut_bytes(&s.replace('\0', "_"), 240)),
         }
     }
     if out.as_os_str().is_empty() {
@@ -39,16 +40,6 @@ pub fn render_layout(layout: &str, source: &SourceRef, job_id: &JobId, date: &st
     }
     debug_assert!(out.components().all(|c| matches!(c, Component::Normal(_))));
     out
-}
-
-/// A path segment cut to 240 bytes (at a char boundary): file names are at most 255 bytes, and
-/// a `-N` suffix may still be added.
-fn cut_segment(segment: &str) -> &str {
-    let mut end = segment.len().min(240);
-    while !segment.is_char_boundary(end) {
-        end -= 1;
-    }
-    &segment[..end]
 }
 
 /// A free destination under `root` for `rel`: `rel` itself, else `rel-2`, `rel-3`, ...
@@ -232,10 +223,7 @@ pub fn output_entries(answer: &Answer, kept: &[Option<Downloaded>]) -> Vec<Outpu
 /// Writes `metadata.json` durably into the job's files folder.
 pub fn write_metadata(files: &Path, metadata: &Metadata) -> Result<(), FsError> {
     let path = files.join(METADATA_FILE);
-    let bytes = serde_json::to_vec_pretty(metadata).map_err(std::io::Error::other);
-    bytes
-        .map(crate::secrets::scrub_bytes)
-        .and_then(|b| fsx::write_durable(&path, &b))
+    fsx::write_json(&path, metadata, crate::secrets::scrub_bytes)
         .context("writing metadata.json", &path)
 }
 

@@ -119,11 +119,7 @@ pub const ERROR_FILE: &str = "error.json";
 /// Writes `error.json` durably into the job's files folder.
 pub fn write_error(files: &Path, record: &ErrorRecord) -> Result<(), FsError> {
     let path = files.join(ERROR_FILE);
-    let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other);
-    bytes
-        .map(crate::secrets::scrub_bytes)
-        .and_then(|b| fsx::write_durable(&path, &b))
-        .context("writing error.json", &path)
+    fsx::write_json(&path, record, crate::secrets::scrub_bytes).context("writing error.json", &path)
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.

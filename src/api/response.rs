@@ -435,14 +435,7 @@ fn api_error_text(body: &[u8]) -> Option<String> {
 }
 
 fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    crate::text::cut_bytes(text, max).to_owned()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The end of a job: `metadata.json` or `error.json` written, the destination journaled, the
 //! files folder moved into the outbox or quarantine, the job folder removed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::{Ctx, total_ms};
@@ -68,13 +68,7 @@ pub(super) fn begin_publish(
         },
     };
     publish::write_metadata(&files, &metadata)?;
-    let rel = publish::render_layout(
-        &ctx.config().layout,
-        &rec.source,
-        &rec.job_id,
-        &publish::utc_date(),
-    );
-    let dest = publish::free_destination(&ctx.config().outbox, &rel);
+    let dest = destination(&ctx.config().outbox, ctx, rec);
     rec.stage = Stage::Publishing { dest };
     dir.write(rec)
 }
@@ -102,16 +96,21 @@ pub(super) fn begin_quarantine(
         remixd_version: crate::VERSION.to_owned(),
     };
     quarantine::write_error(&files, &error)?;
+    let dest = destination(&ctx.config().quarantine, ctx, rec);
+    rec.stage = Stage::Quarantining {
+        dest,
+        error: Box::new(error),
+    };
+    dir.write(rec)
+}
+
+/// Where under `root` (the outbox or the quarantine) the job's folder goes, per `output.layout`.
+fn destination(root: &Path, ctx: &Ctx, rec: &JobRecord) -> PathBuf {
     let rel = publish::render_layout(
         &ctx.config().layout,
         &rec.source,
         &rec.job_id,
         &publish::utc_date(),
     );
-    let dest = publish::free_destination(&ctx.config().quarantine, &rel);
-    rec.stage = Stage::Quarantining {
-        dest,
-        error: Box::new(error),
-    };
-    dir.write(rec)
+    publish::free_destination(root, &rel)
 }

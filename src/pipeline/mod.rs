@@ -200,7 +200,7 @@ pub async fn run_resumed(ctx: Arc<Ctx>, dir: JobDir) {
 
 async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
     ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    let mut odd_failures = 0;
+    let mut failures = LocalFailures::default();
     let mut unsaved = false;
     let end = loop {
         // After a failed step the record in memory may be ahead of the journal (an answer
@@ -217,7 +217,7 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
         };
         match outcome {
             Ok(end) => {
-                ctx.set_disk_blocked(false);
+                failures.passed(ctx);
                 break end;
             }
             Err(_) if !dir.exists() => {
@@ -226,21 +226,12 @@ async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
                 );
                 break End::Lost;
             }
-            Err(e) if !e.is_local_capacity() && odd_failures >= ctx.config().retry.max_attempts => {
-                // Not a full disk, and not passing: the job must not hold a slot forever.
-                error!(error = %e, dir = %dir.path().display(),
-                    "a local file step keeps failing; the job is parked in the work area and resumes at the next start");
-                break End::Lost;
-            }
             Err(e) => {
-                if !e.is_local_capacity() {
-                    odd_failures += 1;
+                if !failures.wait(ctx, &e, "a local file step failed; the job waits and tries again (nothing was lost)").await {
+                    error!(error = %e, dir = %dir.path().display(),
+                        "a local file step keeps failing; the job is parked in the work area and resumes at the next start");
+                    break End::Lost;
                 }
-                ctx.set_disk_blocked(e.is_local_capacity());
-                let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
-                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, local_capacity = e.is_local_capacity(),
-                    "a local file step failed; the job waits and tries again (nothing was lost)");
-                tokio::time::sleep(wait).await;
                 unsaved = true;
             }
         }
@@ -305,27 +296,57 @@ fn total_ms(rec: &JobRecord) -> u64 {
 }
 
 async fn with_local_retry<T>(ctx: &Ctx, mut step: impl FnMut() -> Result<T, FsError>) -> Option<T> {
-    let mut odd_failures = 0;
+    let mut failures = LocalFailures::default();
     loop {
         match step() {
             Ok(v) => {
-                ctx.set_disk_blocked(false);
+                failures.passed(ctx);
                 return Some(v);
             }
-            Err(e) if !e.is_local_capacity() && odd_failures >= ctx.config().retry.max_attempts => {
-                error!(error = %e, "claiming keeps failing; the input is left where it is for now");
-                return None;
-            }
             Err(e) => {
-                if !e.is_local_capacity() {
-                    odd_failures += 1;
+                if !failures
+                    .wait(
+                        ctx,
+                        &e,
+                        "claiming failed; the input stays where it is and remixd tries again",
+                    )
+                    .await
+                {
+                    error!(error = %e, "claiming keeps failing; the input is left where it is for now");
+                    return None;
                 }
-                ctx.set_disk_blocked(e.is_local_capacity());
-                let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
-                warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
-                    "claiming failed; the input stays where it is and remixd tries again");
-                tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// How a job copes with local file failures: a full or read-only disk is waited out, and
+/// blocks new claims meanwhile; any other failure is tried again `retry.max_attempts` times,
+/// so a job never holds its slot forever.
+#[derive(Default)]
+struct LocalFailures {
+    others: u32,
+}
+
+impl LocalFailures {
+    fn passed(&mut self, ctx: &Ctx) {
+        self.others = 0;
+        ctx.set_disk_blocked(false);
+    }
+
+    /// Waits before the next try, logging `what`; false when the step should be given up.
+    async fn wait(&mut self, ctx: &Ctx, e: &FsError, what: &str) -> bool {
+        let capacity = e.is_local_capacity();
+        if !capacity {
+            if self.others >= ctx.config().retry.max_attempts {
+                return false;
+            }
+            self.others += 1;
+        }
+        ctx.set_disk_blocked(capacity);
+        let wait = ctx.config().retry.max_backoff.min(Duration::from_secs(30));
+        warn!(error = %e, retry_in_ms = wait.as_millis() as u64, local_capacity = capacity, "{what}");
+        tokio::time::sleep(wait).await;
+        true
     }
 }

@@ -9,6 +9,8 @@
 //! per field), `request` (layering and the form fields).
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use serde::de::DeserializeSeed;
 
@@ -187,18 +189,23 @@ pub fn from_yaml_value(value: &serde_yaml::Value) -> Result<Fields, SidecarError
     fields_from_value(bounded)
 }
 
-/// The sidecar names to look for beside `image_file_name`, strongest first:
-/// `NAME.EXT.{yaml,yml,json,txt}`, then `STEM.{yaml,yml,json,txt}`.
+/// The sidecar names to look for beside `image`, strongest first:
+/// `NAME.EXT.{yaml,yml,json,txt}`, then `STEM.{yaml,yml,json,txt}`. Built from the name's
+/// bytes, so a name that is not UTF-8 finds its sidecar too.
 #[must_use]
-pub fn sidecar_candidates(image_file_name: &str) -> Vec<String> {
-    const EXTS: [&str; 4] = ["yaml", "yml", "json", "txt"];
-    let mut names: Vec<String> = EXTS
-        .iter()
-        .map(|ext| format!("{image_file_name}.{ext}"))
-        .collect();
-    if let Some((stem, _)) = image_file_name.rsplit_once('.') {
-        if !stem.is_empty() {
-            names.extend(EXTS.iter().map(|ext| format!("{stem}.{ext}")));
+pub fn sidecar_candidates(image: &OsStr) -> Vec<OsString> {
+    let bytes = image.as_bytes();
+    let stem = match bytes.iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 => Some(&bytes[..dot]),
+        _ => None,
+    };
+    let mut names = Vec::new();
+    for base in std::iter::once(bytes).chain(stem) {
+        for ext in ["yaml", "yml", "json", "txt"] {
+            let mut name = base.to_vec();
+            name.push(b'.');
+            name.extend_from_slice(ext.as_bytes());
+            names.push(OsString::from_vec(name));
         }
     }
     names

@@ -584,10 +584,18 @@ fn extra_fields_pass_through_and_null_takes_one_back() {
     assert_eq!(sent(&cleared), pairs(&[("prompt", "p")]));
 }
 
+fn candidates(name: &[u8]) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt;
+    sidecar_candidates(std::ffi::OsStr::from_bytes(name))
+        .iter()
+        .map(|c| crate::text::escape_name(c.as_bytes()))
+        .collect()
+}
+
 #[test]
 fn candidates_try_full_name_then_stem() {
     assert_eq!(
-        sidecar_candidates("cat.png"),
+        candidates(b"cat.png"),
         [
             "cat.png.yaml",
             "cat.png.yml",
@@ -599,8 +607,13 @@ fn candidates_try_full_name_then_stem() {
             "cat.txt"
         ]
     );
-    assert_eq!(sidecar_candidates("my.cat.JPG")[4], "my.cat.yaml");
-    assert_eq!(sidecar_candidates("noext").len(), 4);
+    assert_eq!(candidates(b"my.cat.JPG")[4], "my.cat.yaml");
+    assert_eq!(candidates(b"noext").len(), 4);
+    assert_eq!(
+        candidates(b"\xFF.png")[4],
+        "\\xFF.yaml",
+        "by bytes, not UTF-8 text"
+    );
 }
 
 #[test]
