@@ -30,6 +30,12 @@ impl JobId {
         &self.0
     }
 
+    /// The id of a ULID minted when the input was detected.
+    #[must_use]
+    pub fn from_ulid(ulid: ulid::Ulid) -> Self {
+        Self(ulid.to_string())
+    }
+
     /// Reads an id back from a job folder's name, refusing anything that is not a ULID.
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {

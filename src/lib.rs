@@ -43,7 +43,6 @@ pub mod shutdown;
 pub mod sidecar;
 pub mod systemd;
 pub mod text;
-pub mod watch;
 
 /// The version recorded in metadata, error files and logs.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,12 +1,14 @@
 //! Stopping: signals only cancel a token (and remember which signal it was); the daemon then
 //! stops claiming, gives in-flight jobs `shutdown_grace`, and leaves the rest resumable.
-//! SIGHUP is passed on as a reload request.
+//! SIGHUP is passed on as a reload request. The job tracker lives here too: stopping is
+//! mostly about the jobs still running.
 
 use std::sync::{Arc, Mutex};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The stop trigger shared by the signal thread and the daemon.
 #[derive(Debug, Default, Clone)]
@@ -63,4 +65,66 @@ pub fn listen(shutdown: &Shutdown) -> std::io::Result<mpsc::UnboundedReceiver<()
             }
         })?;
     Ok(rx)
+}
+
+/// The running jobs: their tracker, the token that abandons them when the grace period is
+/// over, and a wake-up for the intake each time one ends (a job slot is free again).
+#[derive(Debug, Default)]
+pub struct JobTracker {
+    tracker: TaskTracker,
+    hard_stop: CancellationToken,
+    ended: Arc<Notify>,
+}
+
+impl JobTracker {
+    /// No jobs yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `job` until it ends or the grace period is over.
+    pub fn spawn(&self, job: impl Future<Output = ()> + Send + 'static) {
+        let hard_stop = self.hard_stop.clone();
+        let ended = Arc::clone(&self.ended);
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = job => {}
+                () = hard_stop.cancelled() => {}
+            }
+            ended.notify_one();
+        });
+    }
+
+    /// How many jobs are running.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Whether no job is running.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.tracker.is_empty()
+    }
+
+    /// Resolves when a job has ended since the last call.
+    pub async fn ended(&self) {
+        self.ended.notified().await;
+    }
+
+    /// Stops taking jobs; [`JobTracker::wait`] then resolves once the running ones end.
+    pub fn close(&self) {
+        self.tracker.close();
+    }
+
+    /// Resolves when every job has ended (after [`JobTracker::close`]).
+    pub async fn wait(&self) {
+        self.tracker.wait().await;
+    }
+
+    /// Abandons the running jobs at their current (journaled) step.
+    pub fn abandon(&self) {
+        self.hard_stop.cancel();
+    }
 }

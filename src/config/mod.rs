@@ -344,6 +344,7 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
 
 mod folders;
 mod raw;
+pub mod reload;
 mod resolve;
 #[cfg(test)]
 mod tests;

@@ -1,18 +1,22 @@
-//! Noticing changes in the inbox: native events through `notify`, full scans (at start, every
-//! `watch.rescan_interval`, after an overflow, and every `watch.poll_interval` when polling),
-//! and the choice between them by filesystem type. What an entry *is* is [`crate::inbox`]'s
-//! business; the timers live in [`crate::daemon`].
+//! Noticing changes in the inbox: native events through `notify`, folder listings every
+//! `watch.poll_interval` when polling, full reconcile scans (at start, every
+//! `watch.rescan_interval`, after an overflow), and the choice between them by filesystem
+//! type. What an entry *is* is [`crate::inbox`]'s business; the timers live in
+//! [`super::intake_loop`].
 //!
 //! notify's callback only classifies and `try_send`s; a full channel or an overflow raises a
-//! flag that turns into a rescan, so no change is ever dropped silently.
+//! flag and wakes the loop, which turns it into a rescan, so no change is ever dropped
+//! silently. A poll only reads folders (`readdir`): what it finds new is `stat`ed, and what
+//! is still settling is `stat`ed when its deadline comes, never everything on every poll.
 
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use notify::Watcher as _;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::config::WatchMode;
 use crate::inbox::{self, Snapshot};
@@ -53,20 +57,31 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// Whether `path` (absolute) is inside the inbox and not hidden or excluded.
+    /// Whether `path` (absolute) is inside the inbox and not hidden, excluded or inside an
+    /// asset folder (`_refs/`).
     #[must_use]
     pub fn relative(&self, path: &Path) -> Option<PathBuf> {
         let rel = path.strip_prefix(&self.inbox).ok()?;
         if rel.as_os_str().is_empty() || self.exclude.iter().any(|e| path.starts_with(e)) {
             return None;
         }
-        if rel
-            .components()
-            .any(|c| inbox::is_ignored_name(c.as_os_str()))
-        {
-            return None;
+        let mut parts = rel.components().peekable();
+        while let Some(part) = parts.next() {
+            let name = part.as_os_str();
+            let is_folder = parts.peek().is_some();
+            if inbox::is_ignored_name(name) || (is_folder && inbox::is_asset_folder(name)) {
+                return None;
+            }
         }
         Some(rel.to_path_buf())
+    }
+
+    /// Whether a folder found in a scan is one remixd leaves alone: hidden, excluded, or an
+    /// asset folder.
+    fn skips_folder(&self, path: &Path) -> bool {
+        path.file_name()
+            .is_some_and(|name| inbox::is_ignored_name(name) || inbox::is_asset_folder(name))
+            || self.exclude.iter().any(|e| path.starts_with(e))
     }
 
     /// `lstat` of an inbox entry.
@@ -79,32 +94,105 @@ impl Scope {
         }
     }
 
-    /// Every entry below `rel` (`""` for the whole inbox), never following links.
+    /// `lstat` of an entry expected to be a file: `None` when it is gone or now a folder.
     #[must_use]
-    pub fn scan(&self, rel: &Path) -> Vec<(PathBuf, Snapshot)> {
-        let mut found = Vec::new();
-        let mut stack = vec![self.inbox.join(rel)];
+    pub fn stat_file(&self, rel: &Path) -> Option<Snapshot> {
+        match self.stat(rel) {
+            Entry::Seen(snap) => Some(snap),
+            Entry::Gone | Entry::Folder => None,
+        }
+    }
+
+    /// Every entry below `rel` (`""` for the whole inbox), `lstat`ed, never following links;
+    /// and the folders that could not be read this time.
+    #[must_use]
+    pub fn scan(&self, rel: &Path) -> Scan {
+        let mut scan = Scan::default();
+        self.walk(
+            rel,
+            |dir, entries| {
+                for (name, _) in entries {
+                    let rel = dir.join(&name);
+                    if let Ok(meta) = fs::symlink_metadata(self.inbox.join(&rel)) {
+                        if let Some(snap) = Snapshot::from_metadata(&meta) {
+                            scan.found.push((rel, snap));
+                        }
+                    }
+                }
+            },
+            &mut scan.unlisted,
+        );
+        scan
+    }
+
+    /// The names of every file below the inbox, folder by folder, read with `readdir` alone
+    /// (no `stat`): what a poll compares with what it knows.
+    #[must_use]
+    pub fn list(&self) -> Listing {
+        let mut listing = Listing::default();
+        self.walk(
+            Path::new(""),
+            |dir, entries| {
+                listing.folders.push((
+                    dir.to_path_buf(),
+                    entries.into_iter().map(|(n, _)| n).collect(),
+                ));
+            },
+            &mut listing.unlisted,
+        );
+        listing
+    }
+
+    /// Reads every folder below `rel` once, handing each folder's non-folder entries (name,
+    /// and whether `readdir` says it is a plain file) to `visit`.
+    fn walk(
+        &self,
+        rel: &Path,
+        mut visit: impl FnMut(&Path, Vec<(OsString, bool)>),
+        unlisted: &mut Vec<PathBuf>,
+    ) {
+        let mut stack = vec![rel.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else {
+            let Ok(entries) = fs::read_dir(self.inbox.join(&dir)) else {
+                unlisted.push(dir);
                 continue;
             };
+            let mut files = Vec::new();
             for entry in entries.filter_map(Result::ok) {
-                let path = entry.path();
-                let Some(rel) = self.relative(&path) else {
+                let name = entry.file_name();
+                let Ok(kind) = entry.file_type() else {
                     continue;
                 };
-                let Ok(meta) = fs::symlink_metadata(&path) else {
-                    continue;
-                };
-                if meta.is_dir() {
-                    stack.push(path);
-                } else if let Some(snap) = Snapshot::from_metadata(&meta) {
-                    found.push((rel, snap));
+                if kind.is_dir() {
+                    let path = entry.path();
+                    if !self.skips_folder(&path) {
+                        stack.push(dir.join(&name));
+                    }
+                } else if !inbox::is_ignored_name(&name) {
+                    files.push((name, kind.is_file()));
                 }
             }
+            visit(&dir, files);
         }
-        found
     }
+}
+
+/// What a full scan found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Every file and special entry, relative to the inbox, with its `lstat`.
+    pub found: Vec<(PathBuf, Snapshot)>,
+    /// Folders that could not be read (their entries are not known to be gone).
+    pub unlisted: Vec<PathBuf>,
+}
+
+/// What a poll read: the entry names of each folder.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Each folder (relative to the inbox) and the names in it.
+    pub folders: Vec<(PathBuf, Vec<OsString>)>,
+    /// Folders that could not be read.
+    pub unlisted: Vec<PathBuf>,
 }
 
 /// What `lstat` found at an inbox path.
@@ -125,13 +213,34 @@ pub enum WatchMsg {
     Changed(PathBuf),
 }
 
-/// How the inbox ended up being watched.
+/// How changes in the inbox are noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Native events (inotify), with reconcile scans.
+    Native,
+    /// Folder listings every `watch.poll_interval`, with reconcile scans.
+    Poll,
+    /// `--once`: one scan at start, nothing watched.
+    Once,
+}
+
+impl Mode {
+    /// The name logged as `watch_mode`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Poll => "poll",
+            Self::Once => "once",
+        }
+    }
+}
+
+/// How the inbox ended up being watched, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chosen {
-    /// Native events are on.
-    pub native: bool,
-    /// Full scans every poll interval are on.
-    pub poll: bool,
+    /// The mode.
+    pub mode: Mode,
     /// Why, for the log.
     pub why: String,
 }
@@ -141,6 +250,7 @@ pub struct Watcher {
     _native: Option<notify::RecommendedWatcher>,
     overflow: Arc<AtomicBool>,
     degraded: Arc<AtomicBool>,
+    wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -162,6 +272,12 @@ impl Watcher {
     pub fn take_degraded(&self) -> bool {
         self.degraded.swap(false, Ordering::AcqRel)
     }
+
+    /// Resolves when the watcher has raised a flag ([`Watcher::take_overflow`],
+    /// [`Watcher::take_degraded`]) since the last call.
+    pub async fn flagged(&self) {
+        self.wake.notified().await;
+    }
 }
 
 #[must_use]
@@ -171,6 +287,7 @@ impl Watcher {
 pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Watcher, Chosen) {
     let overflow = Arc::new(AtomicBool::new(false));
     let degraded = Arc::new(AtomicBool::new(false));
+    let wake = Arc::new(Notify::new());
     let network = network_fs_name(&scope.inbox);
     let wants_native = match mode {
         WatchMode::Poll => false,
@@ -179,35 +296,35 @@ pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Wat
     };
     let mut chosen = match (mode, &network) {
         (WatchMode::Poll, _) => Chosen {
-            native: false,
-            poll: true,
+            mode: Mode::Poll,
             why: "watch.mode is poll".into(),
         },
         (WatchMode::Native, _) => Chosen {
-            native: true,
-            poll: false,
+            mode: Mode::Native,
             why: "watch.mode is native".into(),
         },
         (WatchMode::Auto, Some(fs)) => Chosen {
-            native: false,
-            poll: true,
+            mode: Mode::Poll,
             why: format!(
                 "the inbox is on a {fs} filesystem, whose changes from other hosts native events never see"
             ),
         },
         (WatchMode::Auto, None) => Chosen {
-            native: true,
-            poll: false,
+            mode: Mode::Native,
             why: "the inbox is on a local filesystem".into(),
         },
     };
+    let flags = Flags {
+        overflow: Arc::clone(&overflow),
+        degraded: Arc::clone(&degraded),
+        wake: Arc::clone(&wake),
+    };
     let native = if wants_native {
-        match native_watcher(scope, tx, Arc::clone(&overflow), Arc::clone(&degraded)) {
+        match native_watcher(scope, tx, flags) {
             Ok(w) => Some(w),
             Err(e) => {
                 chosen = Chosen {
-                    native: false,
-                    poll: true,
+                    mode: Mode::Poll,
                     why: format!("native events could not start ({e}); polling instead"),
                 };
                 None
@@ -221,22 +338,39 @@ pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Wat
             _native: native,
             overflow,
             degraded,
+            wake,
         },
         chosen,
     )
 }
 
+/// What notify's callback raises when events cannot be trusted, and how it wakes the loop.
+struct Flags {
+    overflow: Arc<AtomicBool>,
+    degraded: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+}
+
+impl Flags {
+    fn raise(&self, degraded: bool) {
+        if degraded {
+            self.degraded.store(true, Ordering::Release);
+        }
+        self.overflow.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+}
+
 fn native_watcher(
     scope: &Scope,
     tx: mpsc::Sender<WatchMsg>,
-    overflow: Arc<AtomicBool>,
-    degraded: Arc<AtomicBool>,
+    flags: Flags,
 ) -> notify::Result<notify::RecommendedWatcher> {
     // remixd's own folders inside the inbox (the work area) change with every job step; their
     // events are dropped here so they cannot crowd out the inbox's.
     let exclude = scope.exclude.clone();
     let handler = move |res: notify::Result<notify::Event>| match res {
-        Ok(event) if event.need_rescan() => overflow.store(true, Ordering::Release),
+        Ok(event) if event.need_rescan() => flags.raise(false),
         // Opening and reading (remixd's own scans open every folder) change nothing; passing
         // them on would make each scan trigger the next.
         Ok(event) if !changes_content(event.kind) => {}
@@ -246,16 +380,11 @@ fn native_watcher(
                     continue;
                 }
                 if tx.try_send(WatchMsg::Changed(path)).is_err() {
-                    overflow.store(true, Ordering::Release);
+                    flags.raise(false);
                 }
             }
         }
-        Err(e) => {
-            if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
-                degraded.store(true, Ordering::Release);
-            }
-            overflow.store(true, Ordering::Release);
-        }
+        Err(e) => flags.raise(matches!(e.kind, notify::ErrorKind::MaxFilesWatch)),
     };
     let config = notify::Config::default().with_follow_symlinks(false);
     let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
