@@ -18,9 +18,9 @@ use crate::error::DaemonError;
 use crate::events;
 use crate::gate::Gate;
 use crate::inbox::{Decision, Intake, IntakeTimings};
+use crate::job::journal;
+use crate::job::lease::Owner;
 use crate::job::{Input, SourceRef};
-use crate::journal;
-use crate::lease::Owner;
 use crate::pipeline::{self, Ctx};
 use crate::shutdown::Shutdown;
 use crate::systemd;
@@ -454,7 +454,7 @@ fn claim_request(decision: Decision) -> ClaimRequest {
             source: SourceRef::new(&parent(&path), &name(&path), None),
             input: Input::Stray {
                 reason,
-                message: crate::quarantine::stray_message(reason),
+                message: crate::job::verdict::stray_message(reason),
             },
         },
     }

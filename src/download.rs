@@ -7,7 +7,6 @@
 //! (checked for literal addresses, for every address a host name resolves to, and for every
 //! redirect), so a hostile answer cannot make remixd fetch from the local network.
 
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -23,6 +22,7 @@ use tokio::io::AsyncWriteExt;
 use crate::api::client::error_chain;
 use crate::fsx;
 use crate::image_info::{ImageFormat, SNIFF_LEN, sniff};
+use crate::job::describe::hash_file;
 
 /// One output kept on disk.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -452,37 +452,14 @@ pub fn existing(dir: &Path, stem: &str, n: usize) -> Option<Downloaded> {
         .into_iter()
         .find_map(|format| {
             let file = format!("{stem}-remix-{n}.{}", format.ext());
-            let (bytes, sha256) = hash_if_format(&dir.join(&file), format)?;
+            let hashed = hash_file(&dir.join(&file)).filter(|h| h.format == Some(format))?;
             Some(Downloaded {
                 file,
-                bytes,
-                sha256,
+                bytes: hashed.bytes,
+                sha256: hashed.sha256,
                 format,
             })
         })
-}
-
-/// Size and hash of a regular file whose bytes announce `format`.
-fn hash_if_format(path: &Path, format: ImageFormat) -> Option<(u64, String)> {
-    let mut file = fsx::open_nofollow(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut hash = Sha256::new();
-    let mut head = Vec::with_capacity(SNIFF_LEN);
-    let mut bytes: u64 = 0;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        let room = SNIFF_LEN.saturating_sub(head.len()).min(n);
-        head.extend_from_slice(&buf[..room]);
-        hash.update(&buf[..n]);
-        bytes += n as u64;
-    }
-    (sniff(&head) == Some(format)).then(|| (bytes, hex::encode(hash.finalize())))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Fatal errors: the ones that stop the process, each with its exit status. A job's own
-//! failures are not here; they are data ([`crate::quarantine::Reason`]) and never stop remixd.
+//! failures are not here; they are data ([`crate::job::verdict::Reason`]) and never stop remixd.
 
 use std::process::ExitCode;
 

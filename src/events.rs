@@ -36,6 +36,9 @@ pub const JOB_RESUMED: &str = "job.resumed";
 /// A resumed job is sent again because its answer was never recorded (not in SPEC.md's
 /// table).
 pub const JOB_RESUBMITTED: &str = "job.resubmitted";
+/// This process took over the jobs of a process presumed dead (its lease expired; not in
+/// SPEC.md's table).
+pub const JOB_TAKEN_OVER: &str = "job.taken_over";
 /// `remixd requeue` put a quarantined job back into the inbox (not in SPEC.md's table).
 pub const JOB_REQUEUED: &str = "job.requeued";
 
@@ -67,6 +70,7 @@ pub const ALL: &[&str] = &[
     JOB_QUARANTINED,
     JOB_RESUMED,
     JOB_RESUBMITTED,
+    JOB_TAKEN_OVER,
     JOB_REQUEUED,
     API_PAUSED,
     API_RESUMED,
@@ -81,7 +85,7 @@ mod tests {
     use std::path::Path;
 
     /// Names remixd logs that SPEC.md's table does not list (yet).
-    const NOT_IN_SPEC: &[&str] = &[JOB_RESUBMITTED, JOB_REQUEUED, WATCH_MODE];
+    const NOT_IN_SPEC: &[&str] = &[JOB_RESUBMITTED, JOB_TAKEN_OVER, JOB_REQUEUED, WATCH_MODE];
 
     /// Event names in the first column of SPEC.md's "Logs" table (`a`, `b` in one cell too).
     fn spec_event_names(spec: &str) -> BTreeSet<String> {

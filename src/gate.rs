@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 // tokio's clock, so tests can pause and advance it; in production it is the monotonic clock.
 use tokio::time::Instant;
@@ -371,7 +371,7 @@ impl State {
     }
 
     fn roll_day(&mut self) {
-        let today = crate::publish::utc_date();
+        let today = crate::clock::utc_date();
         if self.usage.day != today {
             self.usage = Usage {
                 day: today,
@@ -404,7 +404,7 @@ impl State {
         if self.usage.images + wanted <= budget {
             return true;
         }
-        let wait = until_next_utc_day();
+        let wait = crate::clock::until_next_utc_day();
         self.paused = Some(Paused {
             reason: PauseReason::Budget,
             probe_at: now + wait,
@@ -446,13 +446,6 @@ fn pause_text(reason: PauseReason) -> &'static str {
         PauseReason::Unavailable => "the API or the network is unavailable",
         PauseReason::Budget => "the daily image budget is spent",
     }
-}
-
-fn until_next_utc_day() -> Duration {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Duration::from_secs(86_400 - secs % 86_400)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::job::JobId;
-use crate::quarantine::Reason;
+use crate::job::verdict::Reason;
 use crate::sidecar::{SidecarKind, sidecar_candidates};
 
 /// The per-folder defaults file, never moved.

@@ -11,7 +11,7 @@ use crate::fsx;
 use crate::image_info::{self, ImageError, ImageInfo};
 use crate::inbox::DEFAULTS_FILE;
 use crate::job::SourceRef;
-use crate::quarantine::{Reason, Verdict};
+use crate::job::verdict::{Reason, Verdict};
 use crate::sidecar::{self, Fields, MAX_SIDECAR_BYTES, RemixRequest, RequestError, SidecarKind};
 
 /// Checks the input in `files` and builds its request.

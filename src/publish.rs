@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::api::{Answer, OutputItem};
 use crate::download::Downloaded;
 use crate::fsx::{self, Context, FsError};
-use crate::job::{JobId, SidecarInfo, SourceInfo, SourceRef};
+use crate::job::describe::{SidecarInfo, SourceInfo};
+use crate::job::{JobId, SourceRef};
 
 /// The metadata file's name.
 pub const METADATA_FILE: &str = "metadata.json";
@@ -56,13 +57,6 @@ pub fn free_destination(root: &Path, rel: &Path) -> PathBuf {
         .map(|n| first.with_file_name(format!("{name}-{n}")))
         .find(|p| std::fs::symlink_metadata(p).is_err())
         .unwrap_or(first)
-}
-
-/// Today's UTC date as `YYYY-MM-DD`.
-#[must_use]
-pub fn utc_date() -> String {
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    now.get(..10).unwrap_or("1970-01-01").to_owned()
 }
 
 /// Whether `dest` is a complete job folder of `job_id` (its `metadata.json` or `error.json`

@@ -6,13 +6,16 @@ use std::time::SystemTime;
 
 use super::{Ctx, total_ms};
 use crate::api::Answer;
+use crate::clock::{now_rfc3339, rfc3339};
 use crate::config::Provider;
 use crate::download::Downloaded;
 use crate::fsx::FsError;
-use crate::job::{self, JobRecord, Stage};
-use crate::journal::JobDir;
+use crate::job::describe::describe;
+use crate::job::journal::JobDir;
+use crate::job::verdict::{ErrorRecord, Verdict};
+use crate::job::{JobRecord, Stage};
 use crate::publish::{self, Metadata, MetadataTimings};
-use crate::quarantine::{self, ErrorRecord, Verdict};
+use crate::quarantine;
 
 pub(super) fn finish_move(dir: &JobDir, rec: &JobRecord, dest: &Path) -> Result<(), FsError> {
     let files = dir.files();
@@ -41,9 +44,9 @@ pub(super) fn begin_publish(
 ) -> Result<(), FsError> {
     let files = dir.files();
     publish::remove_temporaries(&files)?;
-    let (source, sidecar) = job::describe(&files, &rec.source);
+    let (source, sidecar) = describe(&files, &rec.source);
     let now = SystemTime::now();
-    let at = |t: Option<SystemTime>| t.map(quarantine::rfc3339);
+    let at = |t: Option<SystemTime>| t.map(rfc3339);
     let metadata = Metadata {
         job_id: rec.job_id.to_string(),
         remixd_version: crate::VERSION.to_owned(),
@@ -61,7 +64,7 @@ pub(super) fn begin_publish(
             claimed_at: at(rec.timings.claimed_at),
             submitted_at: at(rec.timings.submitted_at),
             responded_at: at(rec.timings.responded_at),
-            completed_at: quarantine::rfc3339(now),
+            completed_at: rfc3339(now),
             api_ms: rec.timings.api_ms,
             download_ms: rec.timings.download_ms,
             total_ms: total_ms(rec),
@@ -81,7 +84,7 @@ pub(super) fn begin_quarantine(
 ) -> Result<(), FsError> {
     let files = dir.files();
     publish::remove_temporaries(&files)?;
-    let (source, sidecar) = job::describe(&files, &rec.source);
+    let (source, sidecar) = describe(&files, &rec.source);
     let error = ErrorRecord {
         job_id: rec.job_id.to_string(),
         reason: verdict.reason,
@@ -92,7 +95,7 @@ pub(super) fn begin_quarantine(
         api_error: verdict.api_error,
         source,
         sidecar,
-        at: quarantine::now_rfc3339(),
+        at: now_rfc3339(),
         remixd_version: crate::VERSION.to_owned(),
     };
     quarantine::write_error(&files, &error)?;
@@ -110,7 +113,7 @@ fn destination(root: &Path, ctx: &Ctx, rec: &JobRecord) -> PathBuf {
         &ctx.config().layout,
         &rec.source,
         &rec.job_id,
-        &publish::utc_date(),
+        &crate::clock::utc_date(),
     );
     publish::free_destination(root, &rel)
 }

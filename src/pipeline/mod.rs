@@ -13,13 +13,13 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::api::ApiClient;
 use crate::claim::{self, Claim, ClaimRequest};
+use crate::clock;
 use crate::config::Config;
 use crate::events;
 use crate::fsx::FsError;
 use crate::gate::Gate;
+use crate::job::journal::JobDir;
 use crate::job::{JobRecord, Stage};
-use crate::journal::JobDir;
-use crate::publish;
 
 mod finish;
 mod outputs;
@@ -55,7 +55,7 @@ impl Stats {
         };
         total.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut today) = self.today.lock() {
-            let day = publish::utc_date();
+            let day = clock::utc_date();
             if today.0 != day {
                 *today = (day, 0, 0);
             }
@@ -71,7 +71,7 @@ impl Stats {
     #[must_use]
     pub fn today(&self) -> (u64, u64) {
         self.today.lock().map_or((0, 0), |today| {
-            if today.0 == publish::utc_date() {
+            if today.0 == clock::utc_date() {
                 (today.1, today.2)
             } else {
                 (0, 0)

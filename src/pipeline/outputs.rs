@@ -10,8 +10,8 @@ use crate::api::Answer;
 use crate::download::{self, DownloadError, DownloadLimits, Downloaded};
 use crate::fsx::FsError;
 use crate::job::JobRecord;
-use crate::journal::JobDir;
-use crate::quarantine::{Reason, Verdict};
+use crate::job::journal::JobDir;
+use crate::job::verdict::{Reason, Verdict};
 
 /// Fetches every output not already kept. `Ok(Err)` is a verdict for the job.
 pub(super) async fn download_all(

@@ -13,10 +13,10 @@ use crate::events;
 use crate::fsx::FsError;
 use crate::gate::{Signal, Ticket};
 use crate::image_info::ImageInfo;
+use crate::job::journal::JobDir;
+use crate::job::verdict::{Reason, Verdict};
 use crate::job::{Input, JobRecord, Stage};
-use crate::journal::JobDir;
 use crate::prepare;
-use crate::quarantine::{self, Reason, Verdict};
 
 /// Checks the input, builds the request and sends it until there is an answer or a verdict.
 pub(super) async fn submit_stage(
@@ -271,7 +271,7 @@ pub(super) fn dry_run(
     }
     ctx.gate.count_images(u32::from(n));
     let raw = serde_json::json!({
-        "created": quarantine::now_rfc3339(),
+        "created": crate::clock::now_rfc3339(),
         "data": items,
     });
     info!(
