@@ -11,12 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::api::ApiClient;
+use crate::api::{ApiClient, Gate};
 use crate::claim::ClaimRequest;
 use crate::config::Config;
 use crate::error::DaemonError;
 use crate::events;
-use crate::gate::Gate;
 use crate::inbox::{Decision, Intake, IntakeTimings};
 use crate::job::journal;
 use crate::job::lease::Owner;

@@ -27,7 +27,6 @@ pub mod download;
 pub mod error;
 pub mod events;
 pub mod fsx;
-pub mod gate;
 pub mod image_info;
 pub mod inbox;
 pub mod job;

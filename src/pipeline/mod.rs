@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::api::ApiClient;
+use crate::api::Gate;
 use crate::claim::{self, Claim, ClaimRequest};
 use crate::clock;
 use crate::config::Config;
 use crate::events;
 use crate::fsx::FsError;
-use crate::gate::Gate;
 use crate::job::journal::JobDir;
 use crate::job::{JobRecord, Stage};
 

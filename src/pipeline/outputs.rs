@@ -25,7 +25,9 @@ pub(super) async fn download_all(
     let limits = DownloadLimits {
         timeout: ctx.config().api.request_timeout,
         max_bytes: MAX_OUTPUT_BYTES,
-        allow_private: download::private_allowed(ctx.config().api.base_url.as_deref()),
+        allow_private: crate::api::public_only::private_allowed(
+            ctx.config().api.base_url.as_deref(),
+        ),
     };
     let started = Instant::now();
     let mut kept = Vec::new();

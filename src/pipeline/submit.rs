@@ -7,11 +7,11 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::Ctx;
+use crate::api::gate::{Signal, Ticket};
 use crate::api::{Answer, Outcome, OutputItem};
 use crate::config::Provider;
 use crate::events;
 use crate::fsx::FsError;
-use crate::gate::{Signal, Ticket};
 use crate::image_info::ImageInfo;
 use crate::job::journal::JobDir;
 use crate::job::verdict::{Reason, Verdict};
