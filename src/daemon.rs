@@ -12,7 +12,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::api::{ApiClient, Gate};
-use crate::claim::ClaimRequest;
 use crate::config::Config;
 use crate::error::DaemonError;
 use crate::events;
@@ -20,6 +19,7 @@ use crate::inbox::{Decision, Intake, IntakeTimings};
 use crate::job::journal;
 use crate::job::lease::Owner;
 use crate::job::{Input, SourceRef};
+use crate::pipeline::claim::ClaimRequest;
 use crate::pipeline::{self, Ctx};
 use crate::shutdown::Shutdown;
 use crate::systemd;

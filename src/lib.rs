@@ -18,12 +18,10 @@
 
 pub mod api;
 pub mod check;
-pub mod claim;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod download;
 pub mod error;
 pub mod events;
 pub mod fsx;
@@ -32,9 +30,6 @@ pub mod inbox;
 pub mod job;
 pub mod logging;
 pub mod pipeline;
-pub mod prepare;
-pub mod publish;
-pub mod quarantine;
 pub mod requeue;
 pub mod secrets;
 pub mod shutdown;

@@ -8,14 +8,14 @@ use super::{Ctx, total_ms};
 use crate::api::Answer;
 use crate::clock::{now_rfc3339, rfc3339};
 use crate::config::Provider;
-use crate::download::Downloaded;
 use crate::fsx::FsError;
 use crate::job::describe::describe;
 use crate::job::journal::JobDir;
 use crate::job::verdict::{ErrorRecord, Verdict};
 use crate::job::{JobRecord, Stage};
-use crate::publish::{self, Metadata, MetadataTimings};
-use crate::quarantine;
+use crate::pipeline::download::Downloaded;
+use crate::pipeline::publish::{self, Metadata, MetadataTimings};
+use crate::pipeline::quarantine;
 
 pub(super) fn finish_move(dir: &JobDir, rec: &JobRecord, dest: &Path) -> Result<(), FsError> {
     let files = dir.files();

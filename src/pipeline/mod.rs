@@ -13,16 +13,21 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::api::ApiClient;
 use crate::api::Gate;
-use crate::claim::{self, Claim, ClaimRequest};
 use crate::clock;
 use crate::config::Config;
 use crate::events;
 use crate::fsx::FsError;
 use crate::job::journal::JobDir;
 use crate::job::{JobRecord, Stage};
+use claim::{Claim, ClaimRequest};
 
+pub mod claim;
+pub mod download;
 mod finish;
 mod outputs;
+pub mod prepare;
+pub mod publish;
+pub mod quarantine;
 mod submit;
 
 use finish::{begin_publish, begin_quarantine, finish_move};

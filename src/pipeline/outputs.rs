@@ -7,11 +7,11 @@ use tracing::warn;
 
 use super::{Ctx, MAX_OUTPUT_BYTES, backoff};
 use crate::api::Answer;
-use crate::download::{self, DownloadError, DownloadLimits, Downloaded};
 use crate::fsx::FsError;
 use crate::job::JobRecord;
 use crate::job::journal::JobDir;
 use crate::job::verdict::{Reason, Verdict};
+use crate::pipeline::download::{self, DownloadError, DownloadLimits, Downloaded};
 
 /// Fetches every output not already kept. `Ok(Err)` is a verdict for the job.
 pub(super) async fn download_all(

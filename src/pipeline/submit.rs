@@ -16,7 +16,7 @@ use crate::image_info::ImageInfo;
 use crate::job::journal::JobDir;
 use crate::job::verdict::{Reason, Verdict};
 use crate::job::{Input, JobRecord, Stage};
-use crate::prepare;
+use crate::pipeline::prepare;
 
 /// Checks the input, builds the request and sends it until there is an answer or a verdict.
 pub(super) async fn submit_stage(

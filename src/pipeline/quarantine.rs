@@ -1,6 +1,6 @@
 //! The quarantine: `error.json` in a job's folder. The verdict it records is the job's
 //! ([`crate::job::verdict`]); moving the folder is shared with the outbox
-//! ([`crate::publish::move_out`]).
+//! ([`crate::pipeline::publish::move_out`]).
 
 use std::path::Path;
 

@@ -7,10 +7,10 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 
 use crate::api::{Answer, OutputItem};
-use crate::download::Downloaded;
 use crate::fsx::{self, Context, FsError};
 use crate::job::describe::{SidecarInfo, SourceInfo};
 use crate::job::{JobId, SourceRef};
+use crate::pipeline::download::Downloaded;
 
 /// The metadata file's name.
 pub const METADATA_FILE: &str = "metadata.json";
@@ -63,7 +63,7 @@ pub fn free_destination(root: &Path, rel: &Path) -> PathBuf {
 /// names the job).
 #[must_use]
 pub fn holds_job(dest: &Path, job_id: &JobId) -> bool {
-    [METADATA_FILE, crate::quarantine::ERROR_FILE]
+    [METADATA_FILE, crate::pipeline::quarantine::ERROR_FILE]
         .iter()
         .any(|name| {
             std::fs::read(dest.join(name))
