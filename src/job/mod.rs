@@ -256,6 +256,16 @@ pub struct Timings {
     pub download_ms: u64,
 }
 
+impl Timings {
+    /// Milliseconds from detection until now (0 when unknown).
+    #[must_use]
+    pub fn total_ms(&self) -> u64 {
+        self.detected_at
+            .and_then(|t| t.elapsed().ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 /// Everything the journal keeps about one job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {

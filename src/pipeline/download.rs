@@ -1,6 +1,8 @@
-//! Fetching one output: streamed to a temporary file in the job folder, checked (HTTP status,
-//! length, image magic), then renamed to `STEM-remix-N.EXT` with EXT from the bytes. Retrying
-//! is the pipeline's business; this module says whether a failure is worth retrying.
+//! The download stage: every output of a recorded answer fetched ([`run`]), each one streamed
+//! to a temporary file in the job folder, checked (HTTP status, length, image magic), then
+//! renamed to `STEM-remix-N.EXT` with EXT from the bytes ([`fetch`]). A transient failure is
+//! tried again with backoff; one that will not get better is the job's verdict; a local one
+//! (disk full) is the stage machine's to wait out. Outputs kept by an earlier run are reused.
 //!
 //! The URLs come from the API's answer, so they are not trusted: only http(s), and, while
 //! `api.base_url` is public, only public addresses ([`crate::api::public_only`]).
@@ -12,12 +14,19 @@ use reqwest::Url;
 
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+use tracing::warn;
 
+use super::ctx::{Ctx, Job};
+use super::submit::backoff;
+use crate::api::Answer;
 use crate::api::client::error_chain;
 use crate::api::public_only::{self, NotPublic};
-use crate::fsx;
+use crate::config::RetryConfig;
+use crate::fsx::{self, Context, FsError};
 use crate::image_info::{ImageFormat, SNIFF_LEN, sniff};
 use crate::job::describe::hash_file;
+use crate::job::verdict::{Reason, Verdict};
 
 /// One output kept on disk.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,7 +42,7 @@ pub struct Downloaded {
 }
 
 /// Why an output could not be fetched.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     /// Worth another try (connection, timeout, 5xx, 429, cut short).
     #[error("{0}")]
@@ -41,11 +50,14 @@ pub enum DownloadError {
     /// Will not get better (404/410/403, not an image, too large, bad URL).
     #[error("{0}")]
     Permanent(String),
-    /// Writing it failed: never the file's fault. The flag says it was for want of space or
-    /// a writable disk (ENOSPC, EDQUOT, EROFS), which pauses claiming.
-    #[error("{0}")]
-    Local(String, bool),
+    /// Writing it failed: never the file's fault (the error keeps the errno, so a full or
+    /// read-only disk pauses claiming).
+    #[error(transparent)]
+    Local(FsError),
 }
+
+/// Largest output accepted from a download URL.
+pub const MAX_OUTPUT_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Limits for one download.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +76,79 @@ fn refused_address(url: &str, refusal: &NotPublic) -> DownloadError {
         "the output at {url} was not fetched: {refusal}. remixd fetches outputs only from \
          public addresses while api.base_url is public; check api.base_url"
     ))
+}
+
+/// Fetches every output of `answer` not already kept, in the API's order. `Ok(Err)` is a
+/// verdict for the job.
+pub(super) async fn run(
+    ctx: &Ctx,
+    job: &mut Job,
+    answer: &Answer,
+) -> Result<Result<Vec<Option<Downloaded>>, Verdict>, FsError> {
+    let files = job.dir.files();
+    let stem = job.rec.source.stem().to_owned();
+    let retry = &job.config.retry;
+    let limits = DownloadLimits {
+        timeout: job.config.api.request_timeout,
+        max_bytes: MAX_OUTPUT_BYTES,
+        allow_private: public_only::private_allowed(job.config.api.base_url.as_deref()),
+    };
+    let started = Instant::now();
+    let mut kept = Vec::new();
+    for (i, item) in answer.items.iter().enumerate() {
+        let n = i + 1;
+        if let Some(done) = existing(&files, &stem, n) {
+            kept.push(Some(done));
+            continue;
+        }
+        let Some(url) = item.url.as_deref().filter(|_| item.is_image_safe) else {
+            kept.push(None);
+            continue;
+        };
+        match fetch_with_retry(ctx, retry, url, &files, &stem, n, limits).await? {
+            Ok(done) => kept.push(Some(done)),
+            Err(message) => {
+                job.rec.timings.download_ms += started.elapsed().as_millis() as u64;
+                return Ok(Err(Verdict::file(
+                    Reason::DownloadFailed,
+                    format!(
+                        "output {n} could not be downloaded: {message}; the outputs already fetched are kept here. Requeue the job to submit it again (this pays for a new remix)"
+                    ),
+                )));
+            }
+        }
+    }
+    job.rec.timings.download_ms += started.elapsed().as_millis() as u64;
+    Ok(Ok(kept))
+}
+
+/// Fetches one output, trying a transient failure again; `Ok(Err)` says why it could not be.
+async fn fetch_with_retry(
+    ctx: &Ctx,
+    retry: &RetryConfig,
+    url: &str,
+    files: &Path,
+    stem: &str,
+    n: usize,
+    limits: DownloadLimits,
+) -> Result<Result<Downloaded, String>, FsError> {
+    let mut failures = 0;
+    loop {
+        match fetch(ctx.api.http(), url, files, stem, n, limits).await {
+            Ok(done) => return Ok(Ok(done)),
+            Err(DownloadError::Permanent(m)) => return Ok(Err(m)),
+            Err(DownloadError::Local(e)) => return Err(e),
+            Err(DownloadError::Transient(m)) => {
+                failures += 1;
+                if failures >= retry.max_attempts {
+                    return Ok(Err(format!("{m} ({failures} tries)")));
+                }
+                let delay = backoff(retry, failures);
+                warn!(output = n, delay_ms = delay.as_millis() as u64, error = %m, "a download failed; trying again");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
 }
 
 /// Fetches `url` into `dir` as `{stem}-remix-{n}.{ext}`.
@@ -113,11 +198,12 @@ async fn keep(
             sha256: kept.sha256,
             format: kept.format,
         }),
-        Ok(Err(e)) => Err(local("keeping the output as", &target, &e)),
-        Err(e) => Err(DownloadError::Local(
-            format!("keeping the output {file}: {e}"),
-            false,
-        )),
+        Ok(Err(e)) => Err(e)
+            .context("keeping the output as", &target)
+            .map_err(DownloadError::Local),
+        Err(e) => Err(std::io::Error::other(e))
+            .context("keeping the output as", &target)
+            .map_err(DownloadError::Local),
     }
 }
 
@@ -200,8 +286,11 @@ async fn stream_to(
     part: &Path,
     limits: DownloadLimits,
 ) -> Result<Kept, DownloadError> {
-    let write_err = |e: std::io::Error| local("writing the output", part, &e);
-    let mut out = tokio::fs::File::create(part).await.map_err(write_err)?;
+    let action = "writing the output";
+    let mut out = tokio::fs::File::create(part)
+        .await
+        .context(action, part)
+        .map_err(DownloadError::Local)?;
     let mut hash = Sha256::new();
     let mut head = Vec::with_capacity(SNIFF_LEN);
     let mut bytes: u64 = 0;
@@ -217,10 +306,19 @@ async fn stream_to(
         let room = SNIFF_LEN.saturating_sub(head.len()).min(chunk.len());
         head.extend_from_slice(&chunk[..room]);
         hash.update(&chunk);
-        out.write_all(&chunk).await.map_err(write_err)?;
+        out.write_all(&chunk)
+            .await
+            .context(action, part)
+            .map_err(DownloadError::Local)?;
     }
-    out.flush().await.map_err(write_err)?;
-    out.sync_all().await.map_err(write_err)?;
+    out.flush()
+        .await
+        .context(action, part)
+        .map_err(DownloadError::Local)?;
+    out.sync_all()
+        .await
+        .context(action, part)
+        .map_err(DownloadError::Local)?;
     let format = sniff(&head).ok_or_else(|| {
         DownloadError::Permanent(format!(
             "the output at {url} is not a PNG, JPEG or WebP image"
@@ -259,13 +357,6 @@ fn too_large(url: &str, limits: DownloadLimits) -> DownloadError {
         "the output at {url} is larger than {} bytes, more than any image the API makes",
         limits.max_bytes
     ))
-}
-
-fn local(action: &str, path: &Path, err: &std::io::Error) -> DownloadError {
-    DownloadError::Local(
-        format!("{action} {}: {err}", path.display()),
-        crate::fsx::is_capacity_error(err),
-    )
 }
 
 /// An output already fetched by an earlier run (`{stem}-remix-{n}.*` with image bytes), re-hashed.

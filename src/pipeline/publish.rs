@@ -1,99 +1,80 @@
-//! The outbox: where a finished job goes (`output.layout`), what `metadata.json` says, and the
-//! one move that makes a job folder appear complete. The quarantine uses the same layout and
-//! move.
+//! The publish stage: `metadata.json` written and the outbox destination journaled
+//! ([`begin`]), then the move into the outbox ([`complete`], shared with the quarantine through
+//! [`super::finish`]).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
+use std::time::SystemTime;
 
 use serde::Serialize;
+use tracing::info;
 
+use super::ctx::{Ctx, Job};
+use super::download::Downloaded;
+use super::finish;
 use crate::api::{Answer, OutputItem};
+use crate::clock::rfc3339;
+use crate::config::Provider;
+use crate::events;
 use crate::fsx::{self, Context, FsError};
-use crate::job::describe::{SidecarInfo, SourceInfo};
-use crate::job::{JobId, SourceRef};
-use crate::pipeline::download::Downloaded;
+use crate::job::Stage;
+use crate::job::describe::{SidecarInfo, SourceInfo, describe};
 
 /// The metadata file's name.
 pub const METADATA_FILE: &str = "metadata.json";
 
-/// Renders `layout` for a job: `{subdir}`, `{stem}`, `{job_id}`, `{date}` (UTC `YYYY-MM-DD`),
-/// `{ext}`. Empty segments are dropped (so `{subdir}` at the inbox root leaves none) and any
-/// segment that could climb out (`.`, `..`) is replaced, so the result always stays below the
-/// root it is joined to.
-#[must_use]
-pub fn render_layout(layout: &str, source: &SourceRef, job_id: &JobId, date: &str) -> PathBuf {
-    let text = layout
-        .replace("{subdir}", &source.subdir)
-        .replace("{stem}", source.stem())
-        .replace("{job_id}", job_id.as_str())
-        .replace("{date}", date)
-        .replace("{ext}", &source.ext());
-    let mut out = PathBuf::new();
-    for segment in text.split('/') {
-        match segment {
-            "" => {}
-            "." | ".." => out.push("_"),
-            // File names are at most 255 bytes, and a `-N` suffix may still be added.
-            s => out.push(crate::text::cut_bytes(&s.replace('\0', "_"), 240)),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push(job_id.as_str());
-    }
-    debug_assert!(out.components().all(|c| matches!(c, Component::Normal(_))));
-    out
+/// Writes `metadata.json` for the answer and the outputs kept, then journals `publishing`
+/// with the job's place in the outbox. Reads the job's config snapshot once.
+pub(super) fn begin(
+    ctx: &Ctx,
+    job: &mut Job,
+    answer: &Answer,
+    kept: &[Option<Downloaded>],
+) -> Result<(), FsError> {
+    let files = job.dir.files();
+    finish::remove_temporaries(&files)?;
+    let config = &*job.config;
+    let rec = &job.rec;
+    let (source, sidecar) = describe(&files, &rec.source);
+    let at = |t: Option<SystemTime>| t.map(rfc3339);
+    let metadata = Metadata {
+        job_id: rec.job_id.to_string(),
+        remixd_version: crate::VERSION.to_owned(),
+        provider: config.api.provider.name().to_owned(),
+        endpoint: (config.api.provider != Provider::DryRun).then(|| ctx.api.endpoint().to_owned()),
+        source,
+        sidecar,
+        request: request_object(rec.request.as_ref().map_or(&[][..], |r| &r.fields)),
+        response: answer.raw.clone(),
+        outputs: output_entries(answer, kept),
+        attempts: rec.attempts,
+        timings: MetadataTimings {
+            detected_at: at(rec.timings.detected_at),
+            claimed_at: at(rec.timings.claimed_at),
+            submitted_at: at(rec.timings.submitted_at),
+            responded_at: at(rec.timings.responded_at),
+            completed_at: rfc3339(SystemTime::now()),
+            api_ms: rec.timings.api_ms,
+            download_ms: rec.timings.download_ms,
+            total_ms: rec.timings.total_ms(),
+        },
+    };
+    write_metadata(&files, &metadata)?;
+    let dest = finish::destination(&config.outbox, &config.layout, rec);
+    job.rec.stage = Stage::Publishing { dest };
+    job.dir.write(&job.rec)
 }
 
-/// A free destination under `root` for `rel`: `rel` itself, else `rel-2`, `rel-3`, ...
-#[must_use]
-pub fn free_destination(root: &Path, rel: &Path) -> PathBuf {
-    let first = root.join(rel);
-    if std::fs::symlink_metadata(&first).is_err() {
-        return first;
-    }
-    let name = rel
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    (2u32..=u32::MAX)
-        .map(|n| first.with_file_name(format!("{name}-{n}")))
-        .find(|p| std::fs::symlink_metadata(p).is_err())
-        .unwrap_or(first)
-}
-
-/// Whether `dest` is a complete job folder of `job_id` (its `metadata.json` or `error.json`
-/// names the job).
-#[must_use]
-pub fn holds_job(dest: &Path, job_id: &JobId) -> bool {
-    [METADATA_FILE, crate::pipeline::quarantine::ERROR_FILE]
-        .iter()
-        .any(|name| {
-            std::fs::read(dest.join(name))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .is_some_and(|v| v["job_id"] == job_id.as_str())
-        })
-}
-
-/// Removes remixd's own temporary files (dot-names: `.tmp-*.part`, `.STEM-remix-N.part`) that a
-/// crash left in a job's files folder, so they never reach the outbox or quarantine. Inputs
-/// never have dot-names: the inbox ignores them.
-pub fn remove_temporaries(files: &Path) -> Result<(), FsError> {
-    let entries = std::fs::read_dir(files).context("listing a job's files", files)?;
-    for entry in entries.filter_map(Result::ok) {
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            let path = entry.path();
-            std::fs::remove_file(&path).context("removing a temporary file", &path)?;
-        }
-    }
+/// Moves the job's folder into the outbox at `dest` and logs `job.completed`.
+pub(super) fn complete(job: &Job, dest: &Path) -> Result<(), FsError> {
+    finish::finish_move(&job.dir, &job.rec, dest, METADATA_FILE)?;
+    let outputs = std::fs::read_dir(dest).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains("-remix-"))
+            .count()
+    });
+    info!(event = events::JOB_COMPLETED, outputs, dir = %dest.display(),
+        total_ms = job.rec.timings.total_ms(), "published to the outbox");
     Ok(())
-}
-
-/// Moves a job's files folder to `dest` (creating its parents): one rename on the same
-/// filesystem, else a synced copy and rename; either way `dest` appears complete.
-pub fn move_out(files: &Path, dest: &Path) -> Result<(), FsError> {
-    if let Some(parent) = dest.parent() {
-        fsx::create_dir_all_durable(parent).context("creating the destination folder", parent)?;
-    }
-    fsx::move_dir_durable(files, dest).context("moving the job folder into place", dest)
 }
 
 /// One entry of `metadata.json`'s `outputs`.
@@ -225,41 +206,6 @@ pub fn write_metadata(files: &Path, metadata: &Metadata) -> Result<(), FsError> 
 mod tests {
     use super::*;
 
-    fn source(subdir: &str, file: &str) -> SourceRef {
-        SourceRef {
-            subdir: subdir.into(),
-            file: file.into(),
-            sidecar: None,
-            raw: None,
-        }
-    }
-
-    #[test]
-    fn layout_at_inbox_root_has_no_empty_segment() {
-        let id = JobId::new();
-        let rel = render_layout("{subdir}/{stem}-{job_id}", &source("", "cat.png"), &id, "d");
-        assert_eq!(rel, PathBuf::from(format!("cat-{id}")));
-    }
-
-    #[test]
-    fn layout_keeps_subfolders_and_placeholders() {
-        let id = JobId::new();
-        let rel = render_layout(
-            "{date}/{subdir}/{stem}.{ext}-{job_id}",
-            &source("a/b", "Cat.JPG"),
-            &id,
-            "2026-01-02",
-        );
-        assert_eq!(rel, PathBuf::from(format!("2026-01-02/a/b/Cat.jpg-{id}")));
-    }
-
-    #[test]
-    fn layout_cannot_climb_out() {
-        let id = JobId::new();
-        let rel = render_layout("{subdir}/../{stem}", &source("..", ".."), &id, "d");
-        assert!(rel.components().all(|c| matches!(c, Component::Normal(_))));
-    }
-
     #[test]
     fn repeated_fields_become_arrays() {
         let fields = vec![
@@ -273,36 +219,5 @@ mod tests {
             obj["style_codes"],
             serde_json::json!(["AAAAAAAA", "BBBBBBBB"])
         );
-    }
-}
-
-#[cfg(test)]
-mod recovery_tests {
-    use super::*;
-
-    #[test]
-    fn temporaries_are_removed_and_inputs_kept() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for name in ["cat.png", "cat.yaml", ".tmp-x.part", ".cat-remix-1.part"] {
-            std::fs::write(dir.path().join(name), b"x").expect("write");
-        }
-        remove_temporaries(dir.path()).expect("clean");
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .expect("list")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["cat.png", "cat.yaml"]);
-    }
-
-    #[test]
-    fn holds_job_checks_the_job_id() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let id = JobId::new();
-        assert!(!holds_job(dir.path(), &id));
-        let json = serde_json::json!({ "job_id": id.as_str() }).to_string();
-        std::fs::write(dir.path().join(METADATA_FILE), json).expect("write");
-        assert!(holds_job(dir.path(), &id));
-        assert!(!holds_job(dir.path(), &JobId::new()));
     }
 }
