@@ -252,3 +252,36 @@ impl LocalFailures {
 fn local_wait(retry: &crate::config::RetryConfig) -> Duration {
     retry.max_backoff.min(Duration::from_secs(30))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_failures_give_up_after_max_attempts_but_never_for_a_full_disk() {
+        let mut failures = LocalFailures::default();
+        assert!(failures.count(false, 2));
+        assert!(failures.count(false, 2));
+        assert!(!failures.count(false, 2), "the third failure gives up");
+        let mut full = LocalFailures::default();
+        for _ in 0..100 {
+            assert!(full.count(true, 2), "a full disk is waited out");
+        }
+        assert!(
+            full.count(false, 2),
+            "and does not count as another failure"
+        );
+    }
+
+    #[test]
+    fn a_local_failure_waits_max_backoff_but_at_most_30_s() {
+        let mut retry = crate::config::RetryConfig {
+            max_attempts: 3,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+        };
+        assert_eq!(local_wait(&retry), Duration::from_secs(5));
+        retry.max_backoff = Duration::from_secs(300);
+        assert_eq!(local_wait(&retry), Duration::from_secs(30));
+    }
+}

@@ -293,3 +293,150 @@ pub fn backoff(retry: &RetryConfig, n: u32) -> Duration {
     exp.mul_f64(0.8 + fastrand::f64() * 0.4)
         .min(retry.max_backoff)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::PauseReason;
+
+    const RETRY: RetryConfig = RetryConfig {
+        max_attempts: 3,
+        initial_backoff: Duration::from_secs(2),
+        max_backoff: Duration::from_secs(60),
+    };
+    const UP: Health = Health {
+        paused: false,
+        worked_since_first_failure: true,
+    };
+    const DOWN: Health = Health {
+        paused: false,
+        worked_since_first_failure: false,
+    };
+    const PAUSED: Health = Health {
+        paused: true,
+        worked_since_first_failure: false,
+    };
+
+    fn answer() -> Answer {
+        Answer {
+            http_status: 200,
+            raw: serde_json::json!({}),
+            created: None,
+            items: Vec::new(),
+        }
+    }
+
+    fn transient() -> Outcome {
+        Outcome::Transient {
+            http_status: Some(503),
+            message: "down".into(),
+        }
+    }
+
+    fn refused(reason: Reason) -> Decision {
+        Decision::Done(Err(Verdict {
+            reason,
+            message: "no".into(),
+            http_status: Some(400),
+            api_error: Some("body".into()),
+        }))
+    }
+
+    fn retry(wait: Wait, http_status: Option<u16>, error: &str) -> Decision {
+        Decision::Retry {
+            wait,
+            http_status,
+            error: error.into(),
+        }
+    }
+
+    #[test]
+    fn judge_decides_from_outcome_failures_and_health() {
+        let (status, api_error, message) = (400, Some("body".to_owned()), "no".to_owned());
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Outcome, u32, Health, Decision, u32)> = vec![
+            ("an answer ends the job", Outcome::Answer(answer()), 2, UP,
+                Decision::Done(Ok(answer())), 2),
+            ("a rejection quarantines", Outcome::Rejected { http_status: status, api_error: api_error.clone(), message: message.clone() },
+                0, UP, refused(Reason::RejectedByApi), 0),
+            ("a safety refusal quarantines", Outcome::Unsafe { http_status: status, api_error: api_error.clone(), message: message.clone() },
+                0, DOWN, refused(Reason::UnsafeContent), 0),
+            ("a bad answer quarantines", Outcome::BadResponse { http_status: status, api_error, message },
+                1, PAUSED, refused(Reason::BadResponse), 1),
+            ("a 429 waits as told, not counted", Outcome::RateLimited { retry_after: Some(Duration::from_secs(7)) },
+                1, UP, retry(Wait::For(Duration::from_secs(7)), Some(429), "rate limited (HTTP 429)"), 1),
+            ("a 429 without Retry-After backs off", Outcome::RateLimited { retry_after: None },
+                1, UP, retry(Wait::Backoff(2), Some(429), "rate limited (HTTP 429)"), 1),
+            ("a pause retries at once, not counted", Outcome::Pause { reason: PauseReason::Balance, http_status: 402, api_error: None, message: "broke".into() },
+                2, UP, retry(Wait::Now, Some(402), "broke"), 2),
+            ("a transient failure while paused is not counted", transient(),
+                2, PAUSED, retry(Wait::Now, Some(503), "down"), 2),
+            ("a transient failure counts and backs off", transient(),
+                0, UP, retry(Wait::Backoff(1), Some(503), "down"), 1),
+            ("the second backs off longer", transient(),
+                1, DOWN, retry(Wait::Backoff(2), Some(503), "down"), 2),
+        ];
+        for (name, outcome, failures, health, want, want_failures) in cases {
+            assert_eq!(
+                judge(outcome, failures, health, &RETRY),
+                (want, want_failures),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_last_attempt_quarantines_only_if_the_api_worked_for_others() {
+        let (decision, failures) = judge(transient(), 2, UP, &RETRY);
+        let Decision::Done(Err(verdict)) = decision else {
+            panic!("not ended: {decision:?}");
+        };
+        assert_eq!(verdict.reason, Reason::RetriesExhausted);
+        assert_eq!(verdict.http_status, Some(503));
+        assert!(
+            verdict.message.starts_with("3 requests"),
+            "{}",
+            verdict.message
+        );
+        assert_eq!(failures, 3);
+        // Nobody got through: an outage, so the count starts over.
+        assert_eq!(
+            judge(transient(), 2, DOWN, &RETRY),
+            (retry(Wait::Backoff(1), Some(503), "down"), 0)
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_stays_capped() {
+        for _ in 0..50 {
+            for (n, base) in [(1, 2.0), (2, 4.0), (3, 8.0), (5, 32.0)] {
+                let got = backoff(&RETRY, n).as_secs_f64();
+                assert!((base * 0.8..=base * 1.2).contains(&got), "n={n}: {got}");
+            }
+            assert!(backoff(&RETRY, 6) <= RETRY.max_backoff);
+            assert!(backoff(&RETRY, 100) <= RETRY.max_backoff);
+            assert!(backoff(&RETRY, 100) >= RETRY.max_backoff.mul_f64(0.8));
+            assert!(backoff(&RETRY, 0) <= Duration::from_secs_f64(2.4));
+        }
+    }
+
+    #[test]
+    fn a_wait_becomes_a_delay() {
+        assert_eq!(Wait::Now.delay(&RETRY), Duration::ZERO);
+        let seven = Duration::from_secs(7);
+        assert_eq!(Wait::For(seven).delay(&RETRY), seven);
+        assert!(Wait::Backoff(1).delay(&RETRY) <= Duration::from_secs_f64(2.4));
+    }
+
+    #[test]
+    fn the_first_failure_time_follows_the_count() {
+        let mut retries = Retries::default();
+        let t0 = Instant::now();
+        retries.count(1, t0);
+        assert_eq!(retries.first_failure, Some(t0));
+        retries.count(2, t0 + Duration::from_secs(1));
+        assert_eq!(retries.first_failure, Some(t0), "the first failure stays");
+        retries.count(0, t0 + Duration::from_secs(2));
+        assert_eq!(retries.first_failure, None, "an outage starts over");
+    }
+}
