@@ -236,3 +236,60 @@ fn sighup_with_a_bad_config_keeps_the_old_one() {
     assert_published(&env, "kept.png");
     d.stop();
 }
+
+/// Issue 8, "a job is one value": a job takes one config snapshot at its start. A SIGHUP that
+/// lands while a job waits for the API applies to jobs that start after it; the waiting job
+/// finishes with the config it started with, in its request and in where it is published
+/// (the layout is read after the answer, so a job reading the config in force would mix).
+#[test]
+fn a_reload_applies_to_jobs_that_start_after_it() {
+    let fake = FakeApi::start(Mode::Kkiai);
+    let env = TestEnv::new();
+    let config = |speed: &str, layout: &str| {
+        env.config()
+            .fake(&fake)
+            .set("defaults.rendering_speed", speed)
+            .set("output.layout", layout)
+            .write();
+    };
+    config("TURBO", "old/{stem}-{job_id}");
+    let before = images::png(20, 20, 420);
+    fake.always_for(
+        &sha256(&before),
+        Reply::ok().delayed(Duration::from_secs(4)),
+    );
+    let mut d = Daemon::start(&env, &[]);
+    d.wait_ready();
+    env.drop_file("before.txt", "started before the reload");
+    env.drop_file("before.png", &before);
+    d.wait_for_event("job.submitted", |e| e["file"] == "before.png");
+    config("QUALITY", "new/{stem}-{job_id}");
+    d.signal(libc::SIGHUP);
+    d.wait_for_event("daemon.reloaded", |_| true);
+    env.drop_file("after.txt", "started after the reload");
+    env.drop_file("after.png", images::png(20, 20, 421));
+    let old = d.wait_completed("before.png");
+    let new = d.wait_completed("after.png");
+    d.stop();
+    for (end, speed, folder) in [(&old, "TURBO", "old"), (&new, "QUALITY", "new")] {
+        let dir = std::path::PathBuf::from(end["dir"].as_str().expect("dir"));
+        assert_eq!(
+            dir.parent(),
+            Some(env.outbox.join(folder).as_path()),
+            "{end}"
+        );
+        let meta: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("metadata.json")).expect("metadata"))
+                .expect("json");
+        assert_eq!(meta["request"]["rendering_speed"], speed, "{meta}");
+    }
+    let speeds: Vec<Option<String>> = fake
+        .uploads()
+        .iter()
+        .map(|u| u.field("rendering_speed").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        speeds,
+        [Some("TURBO".to_owned()), Some("QUALITY".to_owned())]
+    );
+}
