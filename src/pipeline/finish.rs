@@ -52,11 +52,13 @@ pub fn free_destination(root: &Path, rel: &Path) -> PathBuf {
     if std::fs::symlink_metadata(&first).is_err() {
         return first;
     }
-    let name = rel
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let name = rel.file_name().unwrap_or_default();
     (2u32..=u32::MAX)
-        .map(|n| first.with_file_name(format!("{name}-{n}")))
+        .map(|n| {
+            let mut suffixed = name.to_os_string();
+            suffixed.push(format!("-{n}"));
+            first.with_file_name(suffixed)
+        })
         .find(|p| std::fs::symlink_metadata(p).is_err())
         .unwrap_or(first)
 }
