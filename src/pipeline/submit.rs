@@ -160,6 +160,16 @@ pub(super) enum Decision {
     },
 }
 
+impl Decision {
+    fn retry(wait: Wait, http_status: Option<u16>, error: String) -> Self {
+        Self::Retry {
+            wait,
+            http_status,
+            error,
+        }
+    }
+}
+
 /// How long to wait before sending again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Wait {
@@ -197,11 +207,6 @@ pub(super) fn judge(
         Outcome::Unsafe { .. } => Reason::UnsafeContent,
         _ => Reason::BadResponse,
     };
-    let retry_now = |http_status, error| Decision::Retry {
-        wait: Wait::Now,
-        http_status,
-        error,
-    };
     match outcome {
         Outcome::Answer(answer) => (Decision::Done(Ok(answer)), failures),
         Outcome::Rejected {
@@ -229,22 +234,21 @@ pub(super) fn judge(
         }
         Outcome::RateLimited { retry_after } => {
             let wait = retry_after.map_or(Wait::Backoff(failures + 1), Wait::For);
-            let decision = Decision::Retry {
-                wait,
-                http_status: Some(429),
-                error: "rate limited (HTTP 429)".into(),
-            };
+            let decision = Decision::retry(wait, Some(429), "rate limited (HTTP 429)".into());
             (decision, failures)
         }
         Outcome::Pause {
             http_status,
             message,
             ..
-        } => (retry_now(Some(http_status), message), failures),
+        } => (
+            Decision::retry(Wait::Now, Some(http_status), message),
+            failures,
+        ),
         Outcome::Transient {
             http_status,
             message,
-        } if health.paused => (retry_now(http_status, message), failures),
+        } if health.paused => (Decision::retry(Wait::Now, http_status, message), failures),
         Outcome::Transient {
             http_status,
             message,
@@ -275,11 +279,7 @@ fn transient(
     } else {
         0
     };
-    let decision = Decision::Retry {
-        wait: Wait::Backoff(failures.max(1)),
-        http_status,
-        error: message,
-    };
+    let decision = Decision::retry(Wait::Backoff(failures.max(1)), http_status, message);
     (decision, failures)
 }
 
