@@ -101,7 +101,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 pub struct NotPublic(String);
 
 /// The refusal for a URL whose host is written as a non-public address. Host names are the
-/// resolver's to check ([`PublicOnly`]).
+/// resolver's to check (`PublicOnly`).
 #[must_use]
 pub fn literal_refusal(url: &Url, how: &str) -> Option<NotPublic> {
     let ip = host_ip(url)?;

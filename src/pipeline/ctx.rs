@@ -1,5 +1,5 @@
 //! What every job shares ([`Ctx`]: the gate, the API client, the counters, the config in
-//! force) and what one job is ([`Job`]: its folder, its record, and the config it started
+//! force) and what one job is (`Job`: its folder, its record, and the config it started
 //! with). A reload replaces the config in force; a job keeps the snapshot it took at its start,
 //! so a reload applies to jobs that start after it and never mixes two configs in one job.
 

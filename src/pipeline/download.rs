@@ -1,4 +1,4 @@
-//! The download stage: every output of a recorded answer fetched ([`run`]), each one streamed
+//! The download stage: every output of a recorded answer fetched (`run`), each one streamed
 //! to a temporary file in the job folder, checked (HTTP status, length, image magic), then
 //! renamed to `STEM-remix-N.EXT` with EXT from the bytes ([`fetch`]). A transient failure is
 //! tried again with backoff; one that will not get better is the job's verdict; a local one

@@ -1,5 +1,5 @@
 //! The publish stage: `metadata.json` written and the outbox destination journaled
-//! ([`begin`]), then the move into the outbox ([`complete`], shared with the quarantine through
+//! (`begin`), then the move into the outbox (`complete`, shared with the quarantine through
 //! [`super::finish`]).
 
 use std::path::Path;

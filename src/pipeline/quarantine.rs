@@ -1,5 +1,5 @@
 //! The quarantine stage: `error.json` written from the job's verdict and the quarantine
-//! destination journaled ([`begin`]), then the move into the quarantine ([`complete`], shared
+//! destination journaled (`begin`), then the move into the quarantine (`complete`, shared
 //! with the outbox through [`super::finish`]). The verdict itself is the job's
 //! ([`crate::job::verdict`]).
 

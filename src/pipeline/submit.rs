@@ -1,6 +1,6 @@
 //! The submit stage: sending the request until there is an answer or a verdict. Each attempt
 //! is journaled (`submitting {attempt}`) before it is sent; what an answer means for the job
-//! is decided by one pure function ([`judge`]) from the outcome, the job's count of transient
+//! is decided by one pure function (`judge`) from the outcome, the job's count of transient
 //! failures and the API's health, so retries, 429s and pauses are table-tested. The dry-run
 //! provider never gets here ([`super::dry_run`]).
 
