@@ -135,15 +135,11 @@ impl JobDir {
     /// (leaves everything) if `files/` still holds anything.
     pub fn remove(&self) -> Result<(), FsError> {
         let files = self.files();
-        if files.exists() {
-            let _ = fs::remove_dir(&files);
-        }
-        if files.exists() {
-            return Err(FsError {
-                action: "removing a finished job folder",
-                path: files,
-                source: std::io::Error::other("its files folder is not empty"),
-            });
+        match fs::remove_dir(&files) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).context("removing a finished job's files folder", &files)?;
+            }
+            _ => {}
         }
         let journal = self.journal_path();
         if journal.exists() {
