@@ -1,5 +1,5 @@
 //! Fatal errors: the ones that stop the process, each with its exit status. A job's own
-//! failures are not here; they are data ([`crate::quarantine::Reason`]) and never stop remixd.
+//! failures are not here; they are data ([`crate::job::verdict::Reason`]) and never stop remixd.
 
 use std::process::ExitCode;
 
@@ -19,9 +19,6 @@ pub enum DaemonError {
     /// The config is invalid (exit 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The command line is invalid (exit 2).
-    #[error("{0}")]
-    Usage(String),
     /// A folder remixd owns could not be read or written.
     #[error(transparent)]
     Fs(#[from] FsError),
@@ -31,9 +28,6 @@ pub enum DaemonError {
     /// The HTTP client could not be built.
     #[error("cannot set up the HTTP client: {0}")]
     Http(String),
-    /// The file watcher could not be started.
-    #[error("cannot watch the inbox: {0}")]
-    Watch(String),
     /// The async runtime could not be started.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
@@ -50,7 +44,7 @@ impl DaemonError {
     #[must_use]
     pub fn exit_status(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Usage(_) | Self::CheckFailed(_) => EXIT_USAGE,
+            Self::Config(_) | Self::CheckFailed(_) => EXIT_USAGE,
             _ => EXIT_FATAL,
         }
     }

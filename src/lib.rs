@@ -1,42 +1,38 @@
 //! remixd: a daemon that turns a shared folder into a queue for the Ideogram 3.0 Remix API.
 //!
-//! The modules follow a job's life:
+//! The modules, in the order a job meets them:
 //!
-//! - entry: [`cli`] (arguments and exit statuses), [`config`] (YAML in, resolved config out)
-//! - inbox: [`watch`] (native events, polling, rescans), [`inbox`] (what a path is, settling),
-//!   [`sidecar`] (prompt files and `_defaults.yaml`), [`image_info`] (format and size from bytes)
-//! - a job: [`job`] (id, stage), [`journal`] (the job's durable record), [`claim`] (inbox →
-//!   work area), [`api`] (the remote API and the dry-run provider), [`download`] (outputs),
-//!   [`publish`] (outbox and `metadata.json`), [`quarantine`] (reasons and `error.json`),
-//!   [`lease`] (this process's part of the work area, takeover of dead processes' jobs)
-//! - plumbing: [`daemon`] (the spine), [`pipeline`] (one job from claim to its end),
-//!   [`gate`] (API pacing, pauses), [`shutdown`], [`systemd`], [`logging`], [`events`] (log
-//!   event names), [`prepare`] (checks before sending),
-//!   [`fsx`] (durable writes and renames), [`error`] (fatal errors and exit statuses),
-//!   [`secrets`] (the key scrubbed from all output), [`text`] (cutting and escaping names),
-//!   [`requeue`] and [`check`] (the other subcommands).
+//! - start: [`cli`] (arguments, subcommands, exit statuses), [`config`] (raw YAML → resolved
+//!   config; folder checks; reload on SIGHUP), [`daemon`] (the spine: run, drain),
+//!   [`shutdown`] (stop tokens, signals, the job tracker)
+//! - intake: [`inbox`] (what a path is; `watch`: events, polls, rescans; `settle`: the
+//!   settle, sidecar and orphan deadlines; `intake_loop`: sleeps until one is due, dispatch), [`sidecar`] (prompt files and
+//!   `_defaults.yaml`: reader, fields, request), [`image_info`] (format and size from bytes)
+//! - a job: [`job`] (id, stage, record; `describe`: what an input is; `verdict`: why it is
+//!   quarantined; `journal`: its durable record; `lease`: whose it is), [`pipeline`] (the
+//!   stage machine, one room per stage: `claim`, `prepare`, `submit` or `dry_run`,
+//!   `download`, `publish` or `quarantine`, `finish`), [`api`] (`client`, `response`:
+//!   what an answer means, `gate`: pacing and pauses, `public_only`: the download address
+//!   guard)
+//! - plumbing: [`fsx`] (durable writes and renames), [`clock`] (RFC 3339, the UTC day),
+//!   [`text`] (cutting and escaping names), [`secrets`] (the key scrubbed from all output),
+//!   [`events`] (log event names), [`logging`], [`systemd`], [`error`] (fatal errors)
+//! - the other subcommands: [`check`], [`requeue`]
 
 pub mod api;
 pub mod check;
-pub mod claim;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod download;
 pub mod error;
 pub mod events;
 pub mod fsx;
-pub mod gate;
 pub mod image_info;
 pub mod inbox;
 pub mod job;
-pub mod journal;
-pub mod lease;
 pub mod logging;
 pub mod pipeline;
-pub mod prepare;
-pub mod publish;
-pub mod quarantine;
 pub mod requeue;
 pub mod secrets;
 pub mod shutdown;

@@ -14,12 +14,76 @@ use serde::Deserialize;
 use crate::config::Config;
 use crate::events;
 use crate::fsx::{self, Context, FsError};
+use crate::pipeline::finish::free_destination;
+use crate::pipeline::quarantine::ERROR_FILE;
 
 /// The quarantine's folder for what requeued jobs left behind.
 pub const REQUEUED_DIR: &str = ".requeued";
 
-/// The file that marks a folder as a quarantined job.
-const ERROR_FILE: &str = "error.json";
+/// Why a folder named on the command line is not a quarantined job.
+#[derive(Debug, thiserror::Error)]
+pub enum RequeueError {
+    /// Neither the path nor the path inside the quarantine exists.
+    #[error("{}: not found, neither here nor in the quarantine", .given.display())]
+    NotFound {
+        /// The path as given.
+        given: PathBuf,
+    },
+    /// The folder exists but is not inside the quarantine.
+    #[error("{}: not inside the quarantine {}", .given.display(), .quarantine.display())]
+    Outside {
+        /// The path as given.
+        given: PathBuf,
+        /// The quarantine as configured.
+        quarantine: PathBuf,
+    },
+    /// The quarantine itself, or a hidden folder in it.
+    #[error("{}: not a quarantined job folder; name a folder holding {ERROR_FILE}", .given.display())]
+    NotAJob {
+        /// The path as given.
+        given: PathBuf,
+    },
+    /// A folder without `error.json`.
+    #[error("{}: no {ERROR_FILE} in it, so it is not a quarantined job folder", .given.display())]
+    NoErrorFile {
+        /// The path as given.
+        given: PathBuf,
+    },
+    /// A job folder that could not be (fully) requeued.
+    #[error("{}: {problem}", .job.display())]
+    Job {
+        /// The job folder under the quarantine as configured.
+        job: PathBuf,
+        /// What went wrong.
+        problem: JobProblem,
+    },
+}
+
+/// What kept one quarantined job from going back.
+#[derive(Debug, thiserror::Error)]
+pub enum JobProblem {
+    /// Reading or moving failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// `error.json` does not parse.
+    #[error("{ERROR_FILE} is not usable: {0}")]
+    Unusable(serde_json::Error),
+    /// `error.json` names a file that could point outside its folder.
+    #[error("{ERROR_FILE} names the file {0:?}, not a plain file name")]
+    NotAPlainName(String),
+    /// `error.json` names an inbox folder that could point outside the inbox.
+    #[error("{ERROR_FILE} names the inbox folder {0:?}, not a relative path")]
+    NotARelativeFolder(String),
+    /// A file `error.json` names is not in the job folder.
+    #[error("{0} is not in the job folder; nothing was moved")]
+    Missing(String),
+    /// The name is taken in the inbox.
+    #[error("{} already exists; rename or move it, then requeue again (nothing was moved)", .0.display())]
+    NameTaken(PathBuf),
+    /// The files went back, but the rest of the job folder could not be filed away.
+    #[error("the original is back in the inbox, but its leftovers could not move: {0}")]
+    Leftovers(FsError),
+}
 
 /// Which quarantined jobs to put back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +96,12 @@ pub enum RequeueTargets {
 }
 
 /// What a requeue did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct RequeueReport {
     /// The job folders (under the configured quarantine path) whose files went back.
     pub requeued: Vec<PathBuf>,
-    /// One line per job left alone or only partly handled, saying why and what to do.
-    pub problems: Vec<String>,
+    /// One per job left alone or only partly handled, saying why and what to do.
+    pub problems: Vec<RequeueError>,
 }
 
 /// Puts the `targets` back into the inbox. A job that cannot be requeued is skipped with a
@@ -137,7 +201,7 @@ struct Quarantine {
 
 impl Quarantine {
     /// The job folder `given` names, relative to the quarantine root.
-    fn resolve(&self, given: &Path) -> Result<PathBuf, String> {
+    fn resolve(&self, given: &Path) -> Result<PathBuf, RequeueError> {
         let mut candidates = vec![given.to_path_buf()];
         if given.is_relative() {
             candidates.push(self.root.join(given));
@@ -146,56 +210,40 @@ impl Quarantine {
             .iter()
             .filter_map(|c| fs::canonicalize(c).ok())
             .collect();
-        let shown = given.display();
+        let given = given.to_path_buf();
         let Some(rel) = found.iter().find_map(|p| p.strip_prefix(&self.root).ok()) else {
             return Err(if found.is_empty() {
-                format!("{shown}: not found, neither here nor in the quarantine")
+                RequeueError::NotFound { given }
             } else {
-                format!(
-                    "{shown}: not inside the quarantine {}",
-                    self.shown.display()
-                )
+                RequeueError::Outside {
+                    given,
+                    quarantine: self.shown.clone(),
+                }
             });
         };
         let hidden = rel
             .components()
             .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
         if rel.as_os_str().is_empty() || hidden {
-            return Err(format!(
-                "{shown}: not a quarantined job folder; name a folder holding {ERROR_FILE}"
-            ));
+            return Err(RequeueError::NotAJob { given });
         }
         if !is_job(&self.root.join(rel)) {
-            return Err(format!(
-                "{shown}: no {ERROR_FILE} in it, so it is not a quarantined job folder"
-            ));
+            return Err(RequeueError::NoErrorFile { given });
         }
         Ok(rel.to_path_buf())
     }
 
     /// Moves one job's files back. `Ok` may carry a warning when the files went back but the
     /// leftovers could not be filed away.
-    fn requeue_job(&self, rel: &Path) -> Result<Option<String>, String> {
-        let dir = self.root.join(rel);
+    fn requeue_job(&self, rel: &Path) -> Result<Option<RequeueError>, RequeueError> {
         let shown = self.shown.join(rel);
-        let problem = |what: String| format!("{}: {what}", shown.display());
-        let record = read_record(&dir).map_err(problem)?;
-        let subdir = relative_subdir(&record.source.subdir).map_err(problem)?;
-        let mut names = Vec::new();
-        // The sidecar goes first: an image appearing without it would start its sidecar wait.
-        if let Some(sidecar) = &record.sidecar {
-            names.push(plain_name(&sidecar.file).map_err(problem)?);
-        }
-        names.push(plain_name(&record.source.file).map_err(problem)?);
+        let problem = |problem: JobProblem| RequeueError::Job {
+            job: shown.clone(),
+            problem,
+        };
+        let (record, subdir) = self.move_back(rel).map_err(problem)?;
+        let file = subdir.join(&record.source.file);
 
-        let target = self.inbox.join(&subdir);
-        check_movable(&dir, &target, &names).map_err(problem)?;
-        fsx::create_dir_all_durable(&target)
-            .context("creating the inbox folder", &target)
-            .map_err(|e| problem(e.to_string()))?;
-        move_back(&dir, &target, &names).map_err(problem)?;
-
-        let file = subdir.join(names.last().map_or("", String::as_str));
         tracing::info!(
             event = events::JOB_REQUEUED,
             job_id = record.job_id.as_deref().unwrap_or(""),
@@ -206,19 +254,37 @@ impl Quarantine {
         Ok(self.file_away(rel).err().map(problem))
     }
 
-    /// Moves the rest of the job folder under `.requeued/` and removes emptied parents.
-    fn file_away(&self, rel: &Path) -> Result<(), String> {
+    /// Moves the original and its sidecar back to their inbox folder; returns what
+    /// `error.json` said and that folder (relative to the inbox).
+    fn move_back(&self, rel: &Path) -> Result<(ErrorRecord, PathBuf), JobProblem> {
         let dir = self.root.join(rel);
-        let dest = unique_path(&self.root.join(REQUEUED_DIR).join(rel));
-        let leftovers = "the original is back in the inbox, but its leftovers could not move";
+        let record = read_record(&dir)?;
+        let subdir = relative_subdir(&record.source.subdir)?;
+        let mut names = Vec::new();
+        // The sidecar goes first: an image appearing without it would start its sidecar wait.
+        if let Some(sidecar) = &record.sidecar {
+            names.push(plain_name(&sidecar.file)?);
+        }
+        names.push(plain_name(&record.source.file)?);
+        let target = self.inbox.join(&subdir);
+        check_movable(&dir, &target, &names)?;
+        fsx::create_dir_all_durable(&target).context("creating the inbox folder", &target)?;
+        move_names(&dir, &target, &names)?;
+        Ok((record, subdir))
+    }
+
+    /// Moves the rest of the job folder under `.requeued/` and removes emptied parents.
+    fn file_away(&self, rel: &Path) -> Result<(), JobProblem> {
+        let dir = self.root.join(rel);
+        let dest = free_destination(&self.root.join(REQUEUED_DIR), rel);
         if let Some(parent) = dest.parent() {
             fsx::create_dir_all_durable(parent)
                 .context("creating", parent)
-                .map_err(|e| format!("{leftovers}: {e}"))?;
+                .map_err(JobProblem::Leftovers)?;
         }
         fsx::rename_durable(&dir, &dest)
             .context("moving the job folder to", &dest)
-            .map_err(|e| format!("{leftovers}: {e}"))?;
+            .map_err(JobProblem::Leftovers)?;
         let mut parent = dir.parent();
         while let Some(p) = parent.filter(|p| p.starts_with(&self.root) && *p != self.root) {
             // Fails, as intended, when the folder still holds other jobs.
@@ -231,83 +297,60 @@ impl Quarantine {
     }
 }
 
-fn read_record(dir: &Path) -> Result<ErrorRecord, String> {
+fn read_record(dir: &Path) -> Result<ErrorRecord, JobProblem> {
     let path = dir.join(ERROR_FILE);
     let mut text = String::new();
     fsx::open_nofollow(&path)
         .and_then(|mut f| f.read_to_string(&mut text))
-        .context("reading", &path)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_str(&text).map_err(|e| format!("{ERROR_FILE} is not usable: {e}"))
+        .context("reading", &path)?;
+    serde_json::from_str(&text).map_err(JobProblem::Unusable)
 }
 
 /// A file name from `error.json`, refused if it could point outside its folder.
-fn plain_name(name: &str) -> Result<String, String> {
+fn plain_name(name: &str) -> Result<String, JobProblem> {
     let mut parts = Path::new(name).components();
     match (parts.next(), parts.next()) {
         (Some(Component::Normal(_)), None) if !name.contains('/') => Ok(name.to_owned()),
-        _ => Err(format!(
-            "{ERROR_FILE} names the file {name:?}, not a plain file name"
-        )),
+        _ => Err(JobProblem::NotAPlainName(name.to_owned())),
     }
 }
 
 /// `source.subdir` from `error.json`, refused if it could point outside the inbox.
-fn relative_subdir(subdir: &str) -> Result<PathBuf, String> {
+fn relative_subdir(subdir: &str) -> Result<PathBuf, JobProblem> {
     let path = Path::new(subdir);
     if path.components().all(|c| matches!(c, Component::Normal(_))) {
         Ok(path.to_path_buf())
     } else {
-        Err(format!(
-            "{ERROR_FILE} names the inbox folder {subdir:?}, not a relative path"
-        ))
+        Err(JobProblem::NotARelativeFolder(subdir.to_owned()))
     }
 }
 
 /// Every file must be in the job folder and its name free in the inbox folder.
-fn check_movable(dir: &Path, target: &Path, names: &[String]) -> Result<(), String> {
+fn check_movable(dir: &Path, target: &Path, names: &[String]) -> Result<(), JobProblem> {
     for name in names {
         if fs::symlink_metadata(dir.join(name)).is_err() {
-            return Err(format!(
-                "{name} is not in the job folder; nothing was moved"
-            ));
+            return Err(JobProblem::Missing(name.clone()));
         }
         let clash = target.join(name);
         if fs::symlink_metadata(&clash).is_ok() {
-            return Err(format!(
-                "{} already exists; rename or move it, then requeue again (nothing was moved)",
-                clash.display()
-            ));
+            return Err(JobProblem::NameTaken(clash));
         }
     }
     Ok(())
 }
 
 /// Moves `names` from `dir` to `target`; if one fails, moves back those already moved.
-fn move_back(dir: &Path, target: &Path, names: &[String]) -> Result<(), String> {
+fn move_names(dir: &Path, target: &Path, names: &[String]) -> Result<(), JobProblem> {
     for (i, name) in names.iter().enumerate() {
         let (from, to) = (dir.join(name), target.join(name));
         if let Err(e) = fsx::rename_durable(&from, &to).context("moving back to the inbox", &from) {
             for done in &names[..i] {
                 let _ = fsx::rename_durable(&target.join(done), &dir.join(done));
             }
-            return Err(e.to_string());
+            return Err(e.into());
         }
     }
     Ok(())
-}
-
-/// `path`, or `path-2`, `path-3`, ... whichever does not exist yet.
-fn unique_path(path: &Path) -> PathBuf {
-    let mut candidate = path.to_path_buf();
-    let mut n = 2;
-    while fs::symlink_metadata(&candidate).is_ok() {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!("-{n}"));
-        candidate = path.with_file_name(name);
-        n += 1;
-    }
-    candidate
 }
 
 #[cfg(test)]
@@ -477,10 +520,15 @@ mod tests {
         assert!(report.requeued.is_empty());
         assert_eq!(report.problems.len(), 1);
         assert!(
-            report.problems[0].contains("already exists"),
+            matches!(
+                &report.problems[0],
+                RequeueError::Job { problem: JobProblem::NameTaken(path), .. }
+                    if *path == env.inbox("cat.png")
+            ),
             "{:?}",
             report.problems
         );
+        assert!(report.problems[0].to_string().contains("already exists"));
         assert_eq!(
             fs::read(env.inbox("cat.png")).expect("read"),
             b"someone else's"
@@ -502,7 +550,16 @@ mod tests {
         let report = env.run(dirs(&[&outside, &escape, Path::new("/nonexistent/x")]));
         assert!(report.requeued.is_empty());
         assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
-        assert!(report.problems[0].contains("not inside the quarantine"));
+        assert!(matches!(
+            report.problems.as_slice(),
+            [
+                RequeueError::Outside { .. },
+                RequeueError::Outside { .. },
+                RequeueError::NotFound { .. }
+            ]
+        ));
+        let message = report.problems[0].to_string();
+        assert!(message.contains("not inside the quarantine"), "{message}");
         assert!(outside.join(ERROR_FILE).is_file());
     }
 
@@ -534,8 +591,17 @@ mod tests {
         let report = env.run(RequeueTargets::All);
         assert!(report.requeued.is_empty());
         assert!(
-            report.problems[0].contains("not a relative path"),
+            matches!(
+                &report.problems[0],
+                RequeueError::Job { problem: JobProblem::NotARelativeFolder(subdir), .. }
+                    if subdir == "../outbox"
+            ),
             "{report:?}"
+        );
+        assert!(
+            report.problems[0]
+                .to_string()
+                .contains("not a relative path")
         );
         assert!(dir.join("cat.png").is_file());
     }

@@ -175,11 +175,7 @@ fn image_form(
     if !meta.is_file() {
         // Checked again on this very descriptor: whatever the path names now, only a plain
         // file's bytes are ever sent.
-        return Err(FsError {
-            action: ACTION,
-            path: image.to_path_buf(),
-            source: std::io::Error::other("not a plain file"),
-        });
+        return Err(std::io::Error::other("not a plain file")).context(ACTION, image);
     }
     let len = meta.len();
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));

@@ -578,7 +578,18 @@ mod tests {
 
     #[test]
     fn an_unsafe_item_never_keeps_its_url() {
-        let body = r#"{"data":[{"url":"https://x/a.png","is_image_safe":false}]}"#;
+        let body = r#"{"data":[{"url":"https://x/unsafe.png","is_image_safe":false},{"url":"https://x/safe.png","is_image_safe":true}]}"#;
+        let Outcome::Answer(answer) = classify(200, None, body.as_bytes()) else {
+            panic!("expected an answer");
+        };
+        assert_eq!(
+            answer.items[0].url, None,
+            "the unsafe item's url is dropped"
+        );
+        assert!(!answer.items[0].is_image_safe);
+        assert_eq!(answer.items[1].url.as_deref(), Some("https://x/safe.png"));
+        // With every item unsafe there is nothing to fetch: a safety refusal, no answer.
+        let body = r#"{"data":[{"url":"https://x/unsafe.png","is_image_safe":false}]}"#;
         assert_eq!(kind(&classify(200, None, body.as_bytes())), "unsafe");
     }
 

@@ -17,12 +17,12 @@ use tracing::{debug, info, warn};
 
 use super::settle::{Decision, Intake, IntakeTimings};
 use super::watch::{self, Entry, Mode, RescanReason, Scope, WatchMsg};
-use crate::claim::ClaimRequest;
 use crate::config::Config;
 use crate::config::reload::Reloader;
 use crate::events;
 use crate::job::{Input, SourceRef};
-use crate::lease::Owner;
+use crate::job::lease::Owner;
+use crate::pipeline::claim::ClaimRequest;
 use crate::pipeline::{self, Ctx};
 use crate::shutdown::JobTracker;
 use crate::systemd;
@@ -476,7 +476,7 @@ fn claim_request(decision: Decision) -> ClaimRequest {
             source: SourceRef::new(&parent(&path), &name(&path), None),
             input: Input::Stray {
                 reason,
-                message: crate::quarantine::stray_message(reason),
+                message: crate::job::verdict::stray_message(reason),
             },
         },
     }

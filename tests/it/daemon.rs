@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::env::{API_KEY, TestEnv};
+use crate::fake_api::{FakeApi, Mode};
 
 /// How long any single wait may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -342,6 +343,16 @@ pub fn job_event_names(events: &[Value], file: &str) -> Vec<String> {
         .filter(|e| e["file"] == file)
         .filter_map(|e| e["event"].as_str().map(str::to_string))
         .collect()
+}
+
+/// The usual start: a fake Ideogram API on loopback, `env`'s config pointing at it with the
+/// `extra` keys set (in order), and the daemon started and ready.
+pub fn start_with_fake(env: &TestEnv, extra: &[(&str, &str)]) -> (FakeApi, Daemon) {
+    let fake = FakeApi::start(Mode::Kkiai);
+    env.config().fake(&fake).set_all(extra).write();
+    let mut d = Daemon::start(env, &[]);
+    d.wait_ready();
+    (fake, d)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! A full disk (ENOSPC) and a read-only destination: the work waits (logged), nothing is lost
 //! or quarantined, and it finishes by itself once space or write access returns. The small
-//! filesystems are real tmpfs mounts (the tests run as root; without the right to mount they
-//! print a note and pass without checking anything). A tmpfs outbox is also on another
+//! filesystems are real tmpfs mounts: the tests need root (or CAP_SYS_ADMIN) and `mount`,
+//! and fail saying so where they are missing; CI runs them as root. A tmpfs outbox is also on another
 //! filesystem than the work area, so these tests go through the cross-filesystem publish.
 
 use std::io::Write;
@@ -24,8 +24,8 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. `2m`) on `dir`; `None`, with a note, when not allowed.
-    fn mount(dir: &Path, size: &str) -> Option<Self> {
+    /// Mounts a tmpfs of `size` (e.g. `2m`) on `dir`, or fails the test saying what it needs.
+    fn mount(dir: &Path, size: &str) -> Self {
         let out = Command::new("mount")
             .args([
                 "-t",
@@ -37,20 +37,18 @@ impl Tmpfs {
             .arg(dir)
             .output();
         match out {
-            Ok(o) if o.status.success() => Some(Self {
+            Ok(o) if o.status.success() => Self {
                 dir: dir.to_path_buf(),
-            }),
-            Ok(o) => {
-                eprintln!(
-                    "NOTE: skipped, cannot mount a tmpfs here: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("NOTE: skipped, cannot run mount: {e}");
-                None
-            }
+            },
+            Ok(o) => panic!(
+                "this test needs to mount a tmpfs: run it as root (or with CAP_SYS_ADMIN); \
+                 mount said: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => panic!(
+                "this test needs `mount` (util-linux: apt-get install mount) and root to mount \
+                 a tmpfs: {e}"
+            ),
         }
     }
 
@@ -152,9 +150,7 @@ fn assert_waiting(env: &TestEnv, d: &Daemon, stems: &[&str]) {
 fn full_outbox_waits_then_publishes_when_space_returns() {
     let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    let Some(_mount) = Tmpfs::mount(&env.outbox, "2m") else {
-        return;
-    };
+    let _mount = Tmpfs::mount(&env.outbox, "2m");
     let filler = fill(&env.outbox, 32 * 1024);
     env.config().fake(&fake).write();
     let mut d = Daemon::start(&env, &[]);
@@ -190,9 +186,7 @@ fn full_outbox_waits_then_publishes_when_space_returns() {
 fn read_only_outbox_waits_then_publishes_when_writable() {
     let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    let Some(mount) = Tmpfs::mount(&env.outbox, "16m") else {
-        return;
-    };
+    let mount = Tmpfs::mount(&env.outbox, "16m");
     mount.remount("ro");
     env.config().fake(&fake).write();
     let mut d = Daemon::start(&env, &[]);
@@ -217,9 +211,7 @@ fn read_only_outbox_waits_then_publishes_when_writable() {
 fn full_disk_everywhere_loses_nothing_and_recovers() {
     let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    let Some(_mount) = Tmpfs::mount(env.root(), "4m") else {
-        return;
-    };
+    let _mount = Tmpfs::mount(env.root(), "4m");
     for dir in [&env.inbox, &env.outbox, &env.quarantine] {
         std::fs::create_dir_all(dir).unwrap();
     }
@@ -262,9 +254,7 @@ fn full_disk_while_the_api_answers_does_not_pay_twice() {
     let fake = FakeApi::start(Mode::Kkiai);
     fake.set_default(crate::fake_api::Reply::ok().delayed(Duration::from_millis(1500)));
     let env = TestEnv::new();
-    let Some(_mount) = Tmpfs::mount(env.root(), "4m") else {
-        return;
-    };
+    let _mount = Tmpfs::mount(env.root(), "4m");
     for dir in [&env.inbox, &env.outbox, &env.quarantine] {
         std::fs::create_dir_all(dir).unwrap();
     }

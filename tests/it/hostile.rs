@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::asserts::{assert_nothing_lost, assert_published, assert_quarantined};
-use crate::daemon::{Daemon, TIMEOUT, run_to_end};
+use crate::daemon::{Daemon, TIMEOUT, run_to_end, start_with_fake};
 use crate::env::{API_KEY, TestEnv, sha256, walk_paths};
 use crate::fake_api::{FakeApi, Mode, Reply};
 use crate::images;
@@ -42,19 +42,9 @@ impl Failures {
     }
 }
 
-/// A daemon on a fresh fake API with a default prompt, so that anything followed or read by
-/// mistake would be uploaded and show up in the fake's records.
-fn setup(env: &TestEnv, extra: &[(&str, &str)]) -> (FakeApi, Daemon) {
-    let fake = FakeApi::start(Mode::Kkiai);
-    env.config()
-        .fake(&fake)
-        .set("defaults.prompt", "the default prompt")
-        .set_all(extra)
-        .write();
-    let mut d = Daemon::start(env, &[]);
-    d.wait_ready();
-    (fake, d)
-}
+/// A default prompt, so that anything followed or read by mistake would be uploaded and
+/// show up in the fake's records.
+const DEFAULT_PROMPT: (&str, &str) = ("defaults.prompt", "the default prompt");
 
 /// The end event (`job.completed` / `job.quarantined`) for `file`, if there is one yet.
 fn end_of(d: &Daemon, file: &str) -> Option<Value> {
@@ -159,7 +149,7 @@ fn filed_as(env: &TestEnv, name: &OsStr) -> Vec<PathBuf> {
 #[test]
 fn symlinks_of_every_kind_are_quarantined_as_themselves() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT]);
     let elsewhere = env.root().join("elsewhere");
     let album = elsewhere.join("album");
     std::fs::create_dir_all(&album).unwrap();
@@ -261,7 +251,7 @@ fn symlinks_of_every_kind_are_quarantined_as_themselves() {
 #[test]
 fn a_symlinked_sidecar_is_never_read() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT]);
     let secret = env.root().join("secret.txt");
     std::fs::write(&secret, "SECRET-9f2c behind a sidecar link").unwrap();
     let png = images::png(20, 20, 9010);
@@ -292,7 +282,7 @@ fn a_symlinked_sidecar_is_never_read() {
 #[test]
 fn a_symlinked_defaults_file_is_never_read() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT]);
     let secret = env.root().join("secret.yaml");
     std::fs::write(&secret, "prompt: SECRET-51ab from a linked defaults file\n").unwrap();
     std::fs::create_dir_all(env.inbox.join("sub")).unwrap();
@@ -323,7 +313,7 @@ fn a_symlinked_defaults_file_is_never_read() {
 #[test]
 fn fifos_sockets_devices_and_hard_links_never_block() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT]);
     let twin_outside = env.root().join("elsewhere/twin.png");
     std::fs::create_dir_all(twin_outside.parent().unwrap()).unwrap();
     let twin_png = images::png(20, 20, 9020);
@@ -476,7 +466,7 @@ fn check_named(f: &mut Failures, env: &TestEnv, name: &[u8], png: &[u8]) {
 #[test]
 fn names_with_newlines_and_control_characters_are_handled() {
     let env = TestEnv::new();
-    let (_fake, mut d) = setup(&env, &[]);
+    let (_fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT]);
     let names: [&[u8]; 6] = [
         b"new\nline.png",
         b"ctl\x01\x1b[31m\x07\x7f.png",
@@ -508,7 +498,7 @@ fn names_with_newlines_and_control_characters_are_handled() {
 
 fn a_250_byte_name_is_handled() {
     let env = TestEnv::new();
-    let (_fake, mut d) = setup(&env, &[]);
+    let (_fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT]);
     let mut name = vec![b'n'; 246];
     name.extend_from_slice(b".png");
     assert_eq!(name.len(), 250);
@@ -529,7 +519,7 @@ fn a_250_byte_name_is_handled() {
 #[test]
 fn dot_dot_names_are_left_alone() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT]);
     let names = ["..png", "...", ".. .png", "sub/..png"];
     for (i, name) in names.iter().enumerate() {
         env.drop_file(name, images::png(20, 20, 9300 + i as u64));
@@ -558,7 +548,7 @@ fn dot_dot_names_are_left_alone() {
 
 fn a_name_that_is_not_utf8_is_handled() {
     let env = TestEnv::new();
-    let (_fake, mut d) = setup(&env, &[]);
+    let (_fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT]);
     let name: &[u8] = b"\xff\xfe.png";
     let png = drop_named_pair(&env, name, 9400);
     wait_names_filed(&mut d, &env, &[name]);
@@ -685,7 +675,7 @@ pub fn invalid_sidecar_corpus() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn hostile_sidecars_are_invalid_sidecar_quickly() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT]);
     let corpus = invalid_sidecar_corpus();
     let mut images_dropped = Vec::new();
     for (i, (name, bytes)) in corpus.iter().enumerate() {
@@ -757,7 +747,7 @@ fn drop_answered(env: &TestEnv, fake: &FakeApi, name: &str, seed: u64, reply: Re
 #[test]
 fn output_urls_with_other_schemes_are_download_failed() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT]);
     let cases = [
         ("file", "file:///etc/hostname"),
         ("ftp", "ftp://127.0.0.1/x.png"),
@@ -811,9 +801,13 @@ fn output_urls_with_other_schemes_are_download_failed() {
 #[test]
 fn endless_downloads_are_cut_by_time_and_size() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(
+    let (fake, mut d) = start_with_fake(
         &env,
-        &[("api.request_timeout", "2s"), ("retry.max_attempts", "2")],
+        &[
+            DEFAULT_PROMPT,
+            ("api.request_timeout", "2s"),
+            ("retry.max_attempts", "2"),
+        ],
     );
     let started = Instant::now();
     drop_answered(
@@ -868,7 +862,7 @@ fn endless_downloads_are_cut_by_time_and_size() {
 #[test]
 fn a_redirect_loop_is_download_failed() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[("retry.max_attempts", "2")]);
+    let (fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT, ("retry.max_attempts", "2")]);
     drop_answered(&env, &fake, "loop", 9900, answer_with_url(&fake.loop_url()));
     let end = d.wait_job_end("loop.png");
     assert_eq!(end["reason"], "download_failed", "{end}");
@@ -885,7 +879,7 @@ fn a_redirect_loop_is_download_failed() {
 #[test]
 fn a_giant_json_answer_is_bad_response() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT]);
     let filler = "x".repeat(9 * 1024 * 1024);
     let body = json!({"created": "c", "filler": filler, "data": [{
         "url": format!("{}/files/none.png", fake.url()), "is_image_safe": true}]});
@@ -915,7 +909,7 @@ fn a_giant_json_answer_is_bad_response() {
 
 fn the_key_never_appears_even_when_the_api_echoes_it() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[("retry.max_attempts", "2")]);
+    let (fake, mut d) = start_with_fake(&env, &[DEFAULT_PROMPT, ("retry.max_attempts", "2")]);
     let echo =
         format!(r#"{{"error":"bad request","headers":{{"authorization":"Bearer {API_KEY}"}}}}"#);
     drop_answered(&env, &fake, "echo400", 9960, Reply::status(400, &echo));

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use crate::asserts::{assert_nothing_lost, assert_pending, assert_published, assert_quarantined};
-use crate::daemon::{Daemon, TIMEOUT, run_to_end};
+use crate::daemon::{Daemon, TIMEOUT, run_to_end, start_with_fake};
 use crate::env::{API_KEY, TestEnv, sha256};
 use crate::fake_api::{FakeApi, Mode, Reply};
 use crate::images;
@@ -15,11 +15,8 @@ use crate::images;
 /// quarantined, and stay where they are.
 #[test]
 fn ignored_names_are_left_alone() {
-    let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
-    d.wait_ready();
+    let (fake, mut d) = start_with_fake(&env, &[]);
     let ignored = [
         ".hidden.png",
         "~lock.png",
@@ -58,10 +55,8 @@ fn ignored_names_are_left_alone() {
 /// original keeps its name in the outbox.
 #[test]
 fn extensions_in_any_case_are_images() {
-    let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
+    let (_fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file("UPPER.txt", "upper");
     env.drop_file("UPPER.PNG", images::png(20, 20, 710));
     env.drop_file("Mixed.txt", "mixed");
@@ -77,11 +72,8 @@ fn extensions_in_any_case_are_images() {
 /// Also SPEC.md, Configuration: `umask: "0007"` — what remixd creates is closed to others.
 #[test]
 fn a_burst_of_images_is_each_published_once() {
-    let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
-    d.wait_ready();
+    let (fake, mut d) = start_with_fake(&env, &[]);
     let mut shas = Vec::new();
     for i in 0..12u64 {
         let png = images::png(20, 20, 720 + i);
@@ -171,11 +163,9 @@ fn two_processes_share_one_inbox() {
 /// moves to quarantine/.requeued/ under the same folder name".
 #[test]
 fn requeue_brings_a_quarantined_job_back() {
-    let fake = FakeApi::start(Mode::Kkiai);
-    fake.push_reply(Reply::status(400, r#"{"error": "temporarily refused"}"#));
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
+    fake.push_reply(Reply::status(400, r#"{"error": "temporarily refused"}"#));
     env.drop_file("a/back.txt", "second chance");
     env.drop_file("a/back.png", images::png(20, 20, 760));
     d.wait_quarantined("a/back.png", "rejected_by_api");
@@ -216,14 +206,9 @@ fn walk_requeued(env: &TestEnv, folder: &std::ffi::OsStr) -> Vec<std::path::Path
 /// until it works again"; Logs: `api.paused`, `api.resumed`.
 #[test]
 fn api_outage_pauses_then_resumes_without_quarantine() {
-    let fake = FakeApi::start(Mode::Kkiai);
-    fake.set_default(Reply::status(503, r#"{"error": "maintenance"}"#));
     let env = TestEnv::new();
-    env.config()
-        .fake(&fake)
-        .set("retry.max_attempts", "2")
-        .write();
-    let mut d = Daemon::start(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[("retry.max_attempts", "2")]);
+    fake.set_default(Reply::status(503, r#"{"error": "maintenance"}"#));
     env.drop_file("wait.txt", "wait for it");
     env.drop_file("wait.png", images::png(20, 20, 770));
     let paused = d.wait_for_event("api.paused", |_| true);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::asserts::{assert_nothing_lost, assert_published, assert_request_matches};
-use crate::daemon::{Daemon, job_event_names};
+use crate::daemon::{Daemon, job_event_names, start_with_fake};
 use crate::env::{API_KEY, TestEnv, sha256};
 use crate::fake_api::{CREATED, FakeApi, Mode, Reply};
 use crate::images;
@@ -13,11 +13,8 @@ use crate::images;
 /// A job (claim, submit, download, publish), The outbox, Logs (job events).
 #[test]
 fn kkiai_job_goes_end_to_end() {
-    let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
-    d.wait_ready();
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file("cat.txt", "a cat wearing a hat\n");
     let png = images::png(64, 48, 1);
     env.drop_file("cat.png", &png);
@@ -190,10 +187,8 @@ fn once_processes_existing_files_and_exits_zero() {
 /// events name the file relative to the inbox.
 #[test]
 fn subfolder_image_lands_in_the_same_subfolder() {
-    let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
+    let (_fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file("a/b/x.txt", "deep");
     env.drop_file("a/b/x.png", images::png(40, 40, 6));
     d.wait_completed("a/b/x.png");
@@ -207,11 +202,9 @@ fn subfolder_image_lands_in_the_same_subfolder() {
 /// SPEC.md, The remote API: "Proxies may wrap it: {code, message, data: [...]}".
 #[test]
 fn proxy_envelope_answer_is_published() {
-    let fake = FakeApi::start(Mode::Kkiai);
-    fake.push_reply(Reply::envelope());
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
+    fake.push_reply(Reply::envelope());
     env.drop_file("env.txt", "wrapped");
     env.drop_file("env.png", images::png(20, 20, 7));
     d.wait_completed("env.png");
@@ -228,11 +221,9 @@ fn proxy_envelope_answer_is_published() {
 /// its entry with file: null".
 #[test]
 fn withheld_output_leaves_its_number_unused() {
-    let fake = FakeApi::start(Mode::Kkiai);
-    fake.push_reply(Reply::ok().unsafe_at(&[2]));
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
+    fake.push_reply(Reply::ok().unsafe_at(&[2]));
     env.drop_file("mix.yaml", "prompt: three of them\nnum_images: 3\n");
     env.drop_file("mix.png", images::png(30, 30, 8));
     d.wait_completed("mix.png");
@@ -247,10 +238,8 @@ fn withheld_output_leaves_its_number_unused() {
 /// SPEC.md, The remote API: `num_images` (1–8); The outbox: one file per output.
 #[test]
 fn three_images_give_three_distinct_outputs() {
-    let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file("tri.json", r#"{"prompt": "triple", "num_images": 3}"#);
     env.drop_file("tri.png", images::png(30, 30, 9));
     d.wait_completed("tri.png");
@@ -298,11 +287,8 @@ fn files_present_at_start_are_picked_up() {
 /// must be uploaded whole, once.
 #[test]
 fn slowly_written_file_is_uploaded_whole() {
-    let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
-    d.wait_ready();
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file("slow.txt", "patience");
     let png = images::png(128, 128, 11);
     env.drop_slowly("slow.png", &png, 30, Duration::from_millis(50));
@@ -324,10 +310,8 @@ fn slowly_written_file_is_uploaded_whole() {
 /// `aspect_ratio` not sent when `resolution` is set.
 #[test]
 fn metadata_request_equals_the_fields_sent() {
-    let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     let sidecar = "\
 prompt: a lighthouse at dusk
 negative_prompt: people

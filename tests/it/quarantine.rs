@@ -5,25 +5,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::asserts::{assert_nothing_lost, assert_published, assert_quarantined};
-use crate::daemon::Daemon;
+use crate::daemon::start_with_fake;
 use crate::env::{TestEnv, sha256};
-use crate::fake_api::{FakeApi, FileFault, Mode, Reply};
+use crate::fake_api::{FileFault, Reply};
 use crate::images;
-
-fn setup(env: &TestEnv, extra: &[(&str, &str)]) -> (FakeApi, Daemon) {
-    let fake = FakeApi::start(Mode::Kkiai);
-    env.config().fake(&fake).set_all(extra).write();
-    let mut d = Daemon::start(env, &[]);
-    d.wait_ready();
-    (fake, d)
-}
 
 /// SPEC.md, The quarantine: `unsupported_format` — "not PNG/JPEG/WebP by its bytes, or not
 /// an image file at all"; The inbox: "any other file is quarantined (unsupported_format)".
 #[test]
 fn non_images_are_unsupported_format() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file("notes.png", "this is text pretending to be a PNG");
     env.drop_file(
         "doc.pdf",
@@ -43,7 +35,7 @@ fn non_images_are_unsupported_format() {
 #[test]
 fn image_over_the_size_limit_is_too_large() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[("limits.max_image_bytes", "1000")]);
+    let (fake, mut d) = start_with_fake(&env, &[("limits.max_image_bytes", "1000")]);
     env.drop_file("big.txt", "too big");
     env.drop_file("big.png", images::png(64, 64, 200));
     d.wait_quarantined("big.png", "too_large");
@@ -58,7 +50,7 @@ fn image_over_the_size_limit_is_too_large() {
 #[test]
 fn zero_byte_image_is_empty_file() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file("blank.png", b"");
     d.wait_quarantined("blank.png", "empty_file");
     assert_quarantined(&env, "blank.png", "empty_file");
@@ -72,7 +64,7 @@ fn zero_byte_image_is_empty_file() {
 #[test]
 fn symlink_itself_is_quarantined_and_its_target_untouched() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     let target = env.root().join("elsewhere/real.png");
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     let png = images::png(20, 20, 201);
@@ -95,7 +87,7 @@ fn symlink_itself_is_quarantined_and_its_target_untouched() {
 #[test]
 fn fifo_is_quarantined_without_being_opened() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_fifo("pipe.png");
     d.wait_quarantined("pipe.png", "not_regular_file");
     assert_quarantined(&env, "pipe.png", "not_regular_file");
@@ -113,7 +105,7 @@ fn fifo_is_quarantined_without_being_opened() {
 #[test]
 fn image_without_any_prompt_is_missing_prompt() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file("mute.png", images::png(20, 20, 203));
     d.wait_quarantined("mute.png", "missing_prompt");
     let q = assert_quarantined(&env, "mute.png", "missing_prompt");
@@ -127,7 +119,7 @@ fn image_without_any_prompt_is_missing_prompt() {
 #[test]
 fn broken_sidecars_are_invalid_sidecar() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     let cases = [
         ("badyaml", "yaml", "prompt: [unclosed\n"),
         ("unknown", "yaml", "prompt: fine\ncolour: red\n"),
@@ -168,7 +160,7 @@ fn broken_sidecars_are_invalid_sidecar() {
 #[test]
 fn sidecar_without_image_is_orphan_sidecar() {
     let env = TestEnv::new();
-    let (_fake, mut d) = setup(&env, &[("watch.orphan_after", "1s")]);
+    let (_fake, mut d) = start_with_fake(&env, &[("watch.orphan_after", "1s")]);
     env.drop_file("lonely.yaml", "prompt: where is my image\n");
     let dropped_at = env.dropped_at("lonely.yaml").at;
     d.wait_quarantined("lonely.yaml", "orphan_sidecar");
@@ -187,7 +179,7 @@ fn sidecar_without_image_is_orphan_sidecar() {
 #[test]
 fn api_400_is_rejected_by_api() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     fake.push_reply(Reply::status(
         400,
         r#"{"error": "prompt is not allowed here"}"#,
@@ -213,7 +205,7 @@ fn api_400_is_rejected_by_api() {
 #[test]
 fn api_422_is_unsafe_content() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     fake.push_reply(Reply::status(
         422,
         r#"{"error": "Prompt failed the safety check"}"#,
@@ -238,7 +230,7 @@ fn api_422_is_unsafe_content() {
 #[test]
 fn every_output_withheld_is_unsafe_content() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     fake.push_reply(Reply::ok().unsafe_at(&[1, 2]));
     env.drop_file("nsfw.yaml", "prompt: something\nnum_images: 2\n");
     env.drop_file("nsfw.png", images::png(20, 20, 222));
@@ -255,7 +247,7 @@ fn every_output_withheld_is_unsafe_content() {
 #[test]
 fn one_image_failing_while_others_work_is_retries_exhausted() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(
+    let (fake, mut d) = start_with_fake(
         &env,
         &[
             ("retry.max_attempts", "3"),
@@ -311,7 +303,7 @@ fn one_image_failing_while_others_work_is_retries_exhausted() {
 #[test]
 fn unfetchable_outputs_are_download_failed() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     let gone = images::png(20, 20, 240);
     let junk = images::png(20, 20, 241);
     fake.always_for(&sha256(&gone), Reply::ok().fault_at(2, FileFault::NotFound));
@@ -352,7 +344,7 @@ fn unfetchable_outputs_are_download_failed() {
 #[test]
 fn answer_that_is_not_json_is_bad_response() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     fake.set_default(Reply::NotJson);
     env.drop_file("html.txt", "x");
     env.drop_file("html.png", images::png(20, 20, 250));
@@ -372,7 +364,7 @@ fn answer_that_is_not_json_is_bad_response() {
 #[test]
 fn task_envelope_is_bad_response_naming_the_task() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     fake.push_reply(Reply::Task("T123".into()));
     env.drop_file("async.txt", "x");
     env.drop_file("async.png", images::png(20, 20, 251));
@@ -393,7 +385,7 @@ fn task_envelope_is_bad_response_naming_the_task() {
 #[test]
 fn hard_linked_image_is_not_regular_file() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     let outside = env.root().join("elsewhere/twin.png");
     std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
     let png = images::png(20, 20, 260);

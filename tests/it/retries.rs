@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::asserts::{assert_nothing_lost, assert_published};
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, start_with_fake};
 use crate::env::TestEnv;
 use crate::fake_api::{FakeApi, Mode, Reply};
 use crate::images;
@@ -49,11 +49,9 @@ fn rate_limit_is_retried_after_retry_after() {
 /// SPEC.md, A job: "retry what is transient"; 5xx is transient.
 #[test]
 fn server_error_is_retried_then_succeeds() {
-    let fake = FakeApi::start(Mode::Kkiai);
-    fake.push_reply(Reply::status(500, r#"{"error": "internal"}"#));
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
+    fake.push_reply(Reply::status(500, r#"{"error": "internal"}"#));
     env.drop_file("flaky.txt", "try again");
     env.drop_file("flaky.png", images::png(20, 20, 301));
     d.wait_completed("flaky.png");
@@ -70,11 +68,9 @@ fn server_error_is_retried_then_succeeds() {
 /// transient and the output is fetched again, without a new submission.
 #[test]
 fn download_error_once_is_retried_without_resubmitting() {
-    let fake = FakeApi::start(Mode::Kkiai);
-    fake.push_reply(Reply::ok().fault_at(1, crate::fake_api::FileFault::FailOnce));
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
+    fake.push_reply(Reply::ok().fault_at(1, crate::fake_api::FileFault::FailOnce));
     env.drop_file("dl.txt", "x");
     env.drop_file("dl.png", images::png(20, 20, 302));
     d.wait_completed("dl.png");

@@ -4,18 +4,10 @@
 use std::time::Duration;
 
 use crate::asserts::{assert_nothing_lost, assert_published, assert_request_matches};
-use crate::daemon::Daemon;
+use crate::daemon::start_with_fake;
 use crate::env::{TestEnv, sha256};
-use crate::fake_api::{FakeApi, Mode, Upload};
+use crate::fake_api::{FakeApi, Upload};
 use crate::images;
-
-fn setup(env: &TestEnv, extra: &[(&str, &str)]) -> (FakeApi, Daemon) {
-    let fake = FakeApi::start(Mode::Kkiai);
-    env.config().fake(&fake).set_all(extra).write();
-    let mut d = Daemon::start(env, &[]);
-    d.wait_ready();
-    (fake, d)
-}
 
 fn only_upload_of(fake: &FakeApi, image: &[u8]) -> Upload {
     let uploads = fake.uploads_of(&sha256(image));
@@ -27,7 +19,7 @@ fn only_upload_of(fake: &FakeApi, image: &[u8]) -> Upload {
 #[test]
 fn txt_sidecar_is_the_trimmed_prompt() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file("fox.txt", "  a red fox in snow \n\n");
     let png = images::png(20, 20, 100);
     env.drop_file("fox.png", &png);
@@ -45,7 +37,7 @@ fn txt_sidecar_is_the_trimmed_prompt() {
 #[test]
 fn yaml_sidecar_sets_form_fields() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file(
         "owl.yaml",
         "prompt: an owl\nnum_images: 2\nrendering_speed: quality\n",
@@ -70,7 +62,7 @@ fn yaml_sidecar_sets_form_fields() {
 #[test]
 fn json_sidecar_sets_form_fields() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file(
         "cow.json",
         r#"{"prompt": "a cow", "seed": 7, "style_type": "fiction"}"#,
@@ -91,7 +83,7 @@ fn json_sidecar_sets_form_fields() {
 #[test]
 fn name_ext_sidecar_beats_stem_sidecar() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file("cat.yaml", "prompt: the short form\n");
     env.drop_file("cat.png.yaml", "prompt: the long form\n");
     let png = images::png(20, 20, 103);
@@ -113,7 +105,7 @@ fn name_ext_sidecar_beats_stem_sidecar() {
 #[test]
 fn defaults_files_layer_from_root_down_and_stay() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(
+    let (fake, mut d) = start_with_fake(
         &env,
         &[
             ("defaults.negative_prompt", "config-neg"),
@@ -184,7 +176,7 @@ fn defaults_files_layer_from_root_down_and_stay() {
 #[test]
 fn extra_fields_pass_through_to_the_form() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.drop_file(
         "ext.yaml",
         "prompt: extras\nextra_fields:\n  future_knob: abc\n  another_knob: 3\n",
@@ -210,7 +202,7 @@ fn extra_fields_pass_through_to_the_form() {
 #[test]
 fn magic_prompt_values_follow_yaml_1_2() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[]);
     let cases = [
         ("m1", "OFF", "OFF"),
         ("m2", "on", "ON"),
@@ -243,7 +235,7 @@ fn magic_prompt_values_follow_yaml_1_2() {
 #[test]
 fn late_sidecar_within_sidecar_wait_wins_over_defaults() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(
+    let (fake, mut d) = start_with_fake(
         &env,
         &[
             ("defaults.prompt", "the config prompt"),
@@ -275,7 +267,7 @@ fn late_sidecar_within_sidecar_wait_wins_over_defaults() {
 #[test]
 fn without_sidecar_the_config_default_prompt_is_used_after_the_wait() {
     let env = TestEnv::new();
-    let (fake, mut d) = setup(&env, &[("defaults.prompt", "the config prompt")]);
+    let (fake, mut d) = start_with_fake(&env, &[("defaults.prompt", "the config prompt")]);
     let png = images::png(20, 20, 121);
     env.drop_file("lone.png", &png);
     let dropped_at = env.dropped_at("lone.png").at;

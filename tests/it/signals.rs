@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::asserts::{assert_nothing_lost, assert_pending, assert_published, locations};
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, start_with_fake};
 use crate::env::{TestEnv, sha256};
 use crate::fake_api::{FakeApi, FileFault, Mode, Reply};
 use crate::images;
@@ -19,11 +19,8 @@ fn index_of(events: &[Value], name: &str) -> usize {
 }
 
 fn stops_cleanly_on(signal: i32, name: &str) {
-    let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
-    d.wait_ready();
+    let (_fake, mut d) = start_with_fake(&env, &[]);
     d.signal(signal);
     let status = d.wait_exit(Duration::from_secs(10));
     assert_eq!(
@@ -63,12 +60,9 @@ fn sigint_while_idle_stops_cleanly() {
 /// the signal is left alone.
 #[test]
 fn sigterm_gives_the_in_flight_job_its_grace() {
-    let fake = FakeApi::start(Mode::Kkiai);
-    fake.push_reply(Reply::ok().delayed(Duration::from_secs(2)));
     let env = TestEnv::new();
-    env.config().fake(&fake).set("shutdown_grace", "8s").write();
-    let mut d = Daemon::start(&env, &[]);
-    d.wait_ready();
+    let (fake, mut d) = start_with_fake(&env, &[("shutdown_grace", "8s")]);
+    fake.push_reply(Reply::ok().delayed(Duration::from_secs(2)));
     env.drop_file("slowapi.txt", "take your time");
     env.drop_file("slowapi.png", images::png(20, 20, 400));
     d.wait_for_event("job.submitted", |e| e["file"] == "slowapi.png");
@@ -97,14 +91,9 @@ fn sigterm_gives_the_in_flight_job_its_grace() {
 /// pending and finished by the next run.
 #[test]
 fn sigterm_past_the_grace_leaves_the_job_resumable() {
-    let fake = FakeApi::start(Mode::Kkiai);
-    fake.push_reply(Reply::ok().delayed(Duration::from_secs(6)));
     let env = TestEnv::new();
-    env.config()
-        .fake(&fake)
-        .set("shutdown_grace", "300ms")
-        .write();
-    let mut d = Daemon::start(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[("shutdown_grace", "300ms")]);
+    fake.push_reply(Reply::ok().delayed(Duration::from_secs(6)));
     env.drop_file("stuck.txt", "stuck");
     let png = images::png(20, 20, 402);
     env.drop_file("stuck.png", &png);
@@ -145,14 +134,9 @@ fn sigterm_past_the_grace_leaves_the_job_resumable() {
 /// included)". The stop comes while the output is downloading.
 #[test]
 fn journaled_answer_is_never_submitted_again() {
-    let fake = FakeApi::start(Mode::Kkiai);
-    fake.push_reply(Reply::ok().fault_at(1, FileFault::SlowOnce(Duration::from_secs(6))));
     let env = TestEnv::new();
-    env.config()
-        .fake(&fake)
-        .set("shutdown_grace", "300ms")
-        .write();
-    let mut d = Daemon::start(&env, &[]);
+    let (fake, mut d) = start_with_fake(&env, &[("shutdown_grace", "300ms")]);
+    fake.push_reply(Reply::ok().fault_at(1, FileFault::SlowOnce(Duration::from_secs(6))));
     env.drop_file("dl.txt", "download me");
     let png = images::png(20, 20, 403);
     env.drop_file("dl.png", &png);
@@ -187,11 +171,8 @@ fn journaled_answer_is_never_submitted_again() {
 /// Logs: `daemon.reloaded` with `changed` (dotted key names).
 #[test]
 fn sighup_reloads_changed_defaults() {
-    let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
-    d.wait_ready();
+    let (fake, mut d) = start_with_fake(&env, &[]);
     env.config()
         .fake(&fake)
         .set("defaults.rendering_speed", "QUALITY")
@@ -221,11 +202,8 @@ fn sighup_reloads_changed_defaults() {
 /// one is invalid".
 #[test]
 fn sighup_with_a_bad_config_keeps_the_old_one() {
-    let fake = FakeApi::start(Mode::Kkiai);
     let env = TestEnv::new();
-    env.config().fake(&fake).write();
-    let mut d = Daemon::start(&env, &[]);
-    d.wait_ready();
+    let (_fake, mut d) = start_with_fake(&env, &[]);
     std::fs::write(&env.config_path, "inbox: [broken\n").unwrap();
     d.signal(libc::SIGHUP);
     let failed = d.wait_for_event("daemon.reload_failed", |_| true);
@@ -235,4 +213,61 @@ fn sighup_with_a_bad_config_keeps_the_old_one() {
     d.wait_completed("kept.png");
     assert_published(&env, "kept.png");
     d.stop();
+}
+
+/// Issue 8, "a job is one value": a job takes one config snapshot at its start. A SIGHUP that
+/// lands while a job waits for the API applies to jobs that start after it; the waiting job
+/// finishes with the config it started with, in its request and in where it is published
+/// (the layout is read after the answer, so a job reading the config in force would mix).
+#[test]
+fn a_reload_applies_to_jobs_that_start_after_it() {
+    let fake = FakeApi::start(Mode::Kkiai);
+    let env = TestEnv::new();
+    let config = |speed: &str, layout: &str| {
+        env.config()
+            .fake(&fake)
+            .set("defaults.rendering_speed", speed)
+            .set("output.layout", layout)
+            .write();
+    };
+    config("TURBO", "old/{stem}-{job_id}");
+    let before = images::png(20, 20, 420);
+    fake.always_for(
+        &sha256(&before),
+        Reply::ok().delayed(Duration::from_secs(4)),
+    );
+    let mut d = Daemon::start(&env, &[]);
+    d.wait_ready();
+    env.drop_file("before.txt", "started before the reload");
+    env.drop_file("before.png", &before);
+    d.wait_for_event("job.submitted", |e| e["file"] == "before.png");
+    config("QUALITY", "new/{stem}-{job_id}");
+    d.signal(libc::SIGHUP);
+    d.wait_for_event("daemon.reloaded", |_| true);
+    env.drop_file("after.txt", "started after the reload");
+    env.drop_file("after.png", images::png(20, 20, 421));
+    let old = d.wait_completed("before.png");
+    let new = d.wait_completed("after.png");
+    d.stop();
+    for (end, speed, folder) in [(&old, "TURBO", "old"), (&new, "QUALITY", "new")] {
+        let dir = std::path::PathBuf::from(end["dir"].as_str().expect("dir"));
+        assert_eq!(
+            dir.parent(),
+            Some(env.outbox.join(folder).as_path()),
+            "{end}"
+        );
+        let meta: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("metadata.json")).expect("metadata"))
+                .expect("json");
+        assert_eq!(meta["request"]["rendering_speed"], speed, "{meta}");
+    }
+    let speeds: Vec<Option<String>> = fake
+        .uploads()
+        .iter()
+        .map(|u| u.field("rendering_speed").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        speeds,
+        [Some("TURBO".to_owned()), Some("QUALITY".to_owned())]
+    );
 }

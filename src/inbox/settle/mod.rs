@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::{EntryType, NameKind, Snapshot, classify_name};
 use crate::job::JobId;
-use crate::quarantine::Reason;
+use crate::job::verdict::Reason;
 use crate::sidecar::sidecar_candidates;
 
 /// Timings the intake works with.

@@ -15,8 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::JobId;
+use super::journal::{self, JOBS_DIR, JobDir};
+use crate::events;
 use crate::fsx::{self, Context, FsError};
-use crate::journal::{JOBS_DIR, JobDir};
 
 /// The folder of owners under the work area.
 pub const OWNERS_DIR: &str = "owners";
@@ -110,7 +112,7 @@ impl Owner {
             }
             let jobs = self.adopt(&peer.join(JOBS_DIR));
             if !jobs.is_empty() {
-                tracing::warn!(owner = %peer.display(), jobs = jobs.len(),
+                tracing::warn!(event = events::JOB_TAKEN_OVER, owner = %peer.display(), jobs = jobs.len(),
                     "taking over the jobs of a remixd process presumed dead (its lease expired)");
             }
             taken.extend(jobs);
@@ -138,7 +140,7 @@ impl Owner {
     /// Moves every job folder in `jobs` into ours; the ones another process moved first are
     /// simply not there any more.
     fn adopt(&self, jobs: &Path) -> Vec<JobDir> {
-        let Ok(list) = crate::journal::list(jobs) else {
+        let Ok(list) = journal::list(jobs) else {
             return Vec::new();
         };
         let mut taken = Vec::new();
@@ -149,13 +151,13 @@ impl Owner {
             let dest = self.jobs().join(name);
             // The rename alone decides who owns the job. The syncs after it may fail when
             // another taker has just removed the emptied peer folder; the job is ours anyway.
+            let Some(id) = JobId::parse(&name.to_string_lossy()) else {
+                continue;
+            };
             if fs::rename(dir.path(), &dest).is_ok() {
                 let _ = fsx::sync_dir(&self.jobs());
                 let _ = fsx::sync_dir(jobs);
-                taken.push(JobDir::new(
-                    &self.jobs(),
-                    &crate::job::JobId::parse(&name.to_string_lossy()).unwrap_or_default(),
-                ));
+                taken.push(JobDir::new(&self.jobs(), &id));
             }
         }
         taken
@@ -208,7 +210,6 @@ fn process_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::JobId;
 
     fn job_in(jobs: &Path) -> JobId {
         let id = JobId::new();

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::fsx::{self, Context, FsError};
+use crate::job::journal::JobDir;
 use crate::job::{Input, JOURNAL_FORMAT, JobId, JobRecord, SourceRef, Stage, Timings};
-use crate::journal::JobDir;
 
 /// What became of a claim.
 #[derive(Debug)]

@@ -1,13 +1,11 @@
-//! The quarantine: the reasons a job can end there, and `error.json`. Moving the job folder is
-//! shared with the outbox ([`crate::publish::move_out`]).
-
-use std::path::Path;
-use std::time::SystemTime;
+//! A job's verdict: why it ends in the quarantine ([`Reason`], SPEC.md's reason table), what
+//! to tell the user ([`Verdict`]), and the record `error.json` and the journal keep of it
+//! ([`ErrorRecord`]). Writing that file and moving the folder are the quarantine stage's
+//! business ([`crate::pipeline::quarantine`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsx::{self, Context, FsError};
-use crate::job::{SidecarInfo, SourceInfo};
+use super::describe::{SidecarInfo, SourceInfo};
 
 /// Why a job was quarantined (SPEC.md's reason table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,27 +109,6 @@ pub struct ErrorRecord {
     pub at: String,
     /// The remixd version.
     pub remixd_version: String,
-}
-
-/// The name of the error file in a quarantined job's folder.
-pub const ERROR_FILE: &str = "error.json";
-
-/// Writes `error.json` durably into the job's files folder.
-pub fn write_error(files: &Path, record: &ErrorRecord) -> Result<(), FsError> {
-    let path = files.join(ERROR_FILE);
-    fsx::write_json(&path, record, crate::secrets::scrub_bytes).context("writing error.json", &path)
-}
-
-/// Now, as RFC 3339 UTC with milliseconds.
-#[must_use]
-pub fn now_rfc3339() -> String {
-    rfc3339(SystemTime::now())
-}
-
-/// A moment as RFC 3339 UTC with milliseconds.
-#[must_use]
-pub fn rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// What `error.json` says of an entry quarantined as soon as it is claimed.

@@ -1,6 +1,6 @@
 //! The journal: one `job.json` per job folder, rewritten durably at every stage change.
 //!
-//! A job folder is `<work_dir>/owners/<owner>/jobs/<job_id>/` (see [`crate::lease`]) holding `job.json` and `files/` (the claimed
+//! A job folder is `<work_dir>/owners/<owner>/jobs/<job_id>/` (see [`super::lease`]) holding `job.json` and `files/` (the claimed
 //! input, its sidecar, downloaded outputs, then `metadata.json` or `error.json`). The order of
 //! durable steps, and what each must have synced before the next may start:
 //!
@@ -32,8 +32,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::{JOURNAL_FORMAT, JobId, JobRecord};
 use crate::fsx::{self, Context, FsError};
-use crate::job::{JOURNAL_FORMAT, JobId, JobRecord};
 
 /// The folder under the work area that holds job folders.
 pub const JOBS_DIR: &str = "jobs";
@@ -135,15 +135,11 @@ impl JobDir {
     /// (leaves everything) if `files/` still holds anything.
     pub fn remove(&self) -> Result<(), FsError> {
         let files = self.files();
-        if files.exists() {
-            let _ = fs::remove_dir(&files);
-        }
-        if files.exists() {
-            return Err(FsError {
-                action: "removing a finished job folder",
-                path: files,
-                source: std::io::Error::other("its files folder is not empty"),
-            });
+        match fs::remove_dir(&files) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).context("removing a finished job's files folder", &files)?;
+            }
+            _ => {}
         }
         let journal = self.journal_path();
         if journal.exists() {
@@ -185,11 +181,12 @@ pub fn list(jobs: &Path) -> Result<Vec<JobDir>, FsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::verdict::{ErrorRecord, Reason};
     use crate::job::{Input, Stage};
 
     /// A journal written by remixd 0.1 (format 1). It must keep loading as the format
     /// evolves: a job whose answer was journaled by an old version is never submitted again.
-    const V1_RESPONDED: &str = include_str!("../tests/fixtures/journal-v1-responded.json");
+    const V1_RESPONDED: &str = include_str!("../../tests/fixtures/journal-v1-responded.json");
 
     #[test]
     fn format_1_journal_keeps_loading() {
@@ -211,15 +208,15 @@ mod tests {
         let job = JobDir::new(dir.path(), &JobId::new());
         job.create().expect("create");
         let mut record: JobRecord = serde_json::from_str(V1_RESPONDED).expect("fixture");
-        let error = crate::quarantine::ErrorRecord {
+        let error = ErrorRecord {
             job_id: record.job_id.to_string(),
-            reason: crate::quarantine::Reason::BadResponse,
+            reason: Reason::BadResponse,
             message: "m".into(),
             stage: "submitting".into(),
             attempts: 1,
             http_status: Some(200),
             api_error: None,
-            source: crate::job::describe(&job.files(), &record.source).0,
+            source: crate::job::describe::describe(&job.files(), &record.source).0,
             sidecar: None,
             at: "2026-11-24T00:00:00Z".into(),
             remixd_version: "0".into(),

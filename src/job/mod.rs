@@ -1,6 +1,7 @@
 //! A job: its id, where its input came from, and the stage it has reached. The stage is what
-//! the journal records and what recovery matches on; see [`crate::journal`] for the order of
-//! durable steps.
+//! the journal records and what recovery matches on; see [`journal`] for the order of durable
+//! steps. The parts: [`describe`] (what an input is, hashed), [`verdict`] (why a job ends in
+//! the quarantine), [`journal`] (the durable record), [`lease`] (whose job it is).
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -8,9 +9,15 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::api::Answer;
-use crate::quarantine::ErrorRecord;
 use crate::sidecar::RemixRequest;
 use crate::text::{cut_bytes, escape_name};
+
+pub mod describe;
+pub mod journal;
+pub mod lease;
+pub mod verdict;
+
+use verdict::{ErrorRecord, Reason};
 
 /// A job's id: a ULID, unique, sortable by time and safe in a file name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -19,6 +26,8 @@ pub struct JobId(String);
 
 impl JobId {
     /// A new id for an input detected now.
+    // No `Default`: a default that mints a fresh random id would hide where ids are made.
+    #[allow(clippy::new_without_default)]
     #[must_use]
     pub fn new() -> Self {
         Self(ulid::Ulid::new().to_string())
@@ -42,12 +51,6 @@ impl JobId {
         ulid::Ulid::from_string(text)
             .ok()
             .map(|u| Self(u.to_string()))
-    }
-}
-
-impl Default for JobId {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -184,7 +187,7 @@ pub enum Input {
     /// An entry that is quarantined as soon as it is claimed.
     Stray {
         /// Why it cannot be processed.
-        reason: crate::quarantine::Reason,
+        reason: Reason,
         /// What to tell the user.
         message: String,
     },
@@ -259,6 +262,16 @@ pub struct Timings {
     pub download_ms: u64,
 }
 
+impl Timings {
+    /// Milliseconds from detection until now (0 when unknown).
+    #[must_use]
+    pub fn total_ms(&self) -> u64 {
+        self.detected_at
+            .and_then(|t| t.elapsed().ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 /// Everything the journal keeps about one job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -283,92 +296,6 @@ pub struct JobRecord {
 
 /// The journal format this build writes.
 pub const JOURNAL_FORMAT: u32 = 1;
-
-/// The input as `metadata.json` and `error.json` describe it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceInfo {
-    /// File name.
-    pub file: String,
-    /// Folder inside the inbox, `""` at the root.
-    pub subdir: String,
-    /// Size in bytes (null for what is not a regular file).
-    pub bytes: Option<u64>,
-    /// Hex SHA-256 of the bytes.
-    pub sha256: Option<String>,
-    /// `png`, `jpeg` or `webp`, from the bytes.
-    pub format: Option<String>,
-    /// Width in pixels.
-    pub width: Option<u32>,
-    /// Height in pixels.
-    pub height: Option<u32>,
-}
-
-/// The sidecar as `metadata.json` and `error.json` describe it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SidecarInfo {
-    /// File name.
-    pub file: String,
-    /// Hex SHA-256 of the bytes.
-    pub sha256: Option<String>,
-}
-
-/// Describes the claimed input and sidecar in `files`, reading them without following links.
-#[must_use]
-pub fn describe(files: &Path, source: &SourceRef) -> (SourceInfo, Option<SidecarInfo>) {
-    let path = files.join(source.file_os());
-    let mut info = SourceInfo {
-        file: source.file.clone(),
-        subdir: source.subdir.clone(),
-        bytes: None,
-        sha256: None,
-        format: None,
-        width: None,
-        height: None,
-    };
-    if let Some((bytes, sha)) = hash_regular(&path) {
-        info.bytes = Some(bytes);
-        info.sha256 = Some(sha);
-        if let Ok(file) = crate::fsx::open_nofollow(&path) {
-            let mut reader = std::io::BufReader::new(file);
-            if let Ok(img) = crate::image_info::inspect(&mut reader) {
-                info.format = Some(img.format.name().to_owned());
-                info.width = Some(img.width);
-                info.height = Some(img.height);
-            }
-        }
-    }
-    let sidecar = source.sidecar.as_ref().map(|name| SidecarInfo {
-        file: name.clone(),
-        sha256: source
-            .sidecar_os()
-            .and_then(|os| hash_regular(&files.join(os)))
-            .map(|(_, sha)| sha),
-    });
-    (info, sidecar)
-}
-
-/// Size and hex SHA-256 of a regular file, never following a link.
-#[must_use]
-pub fn hash_regular(path: &Path) -> Option<(u64, String)> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut file = crate::fsx::open_nofollow(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Some((total, hex::encode(hasher.finalize())))
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,4 @@
-//! Checking a claimed input before anything is sent: that it is a regular, single-linked,
+//! The prepare stage: checking a claimed input before anything is sent: that it is a regular, single-linked,
 //! non-empty image under the size limit, and that the sidecar, the `_defaults.yaml` files and
 //! the config's defaults make a valid request. Every refusal here is a quarantine verdict.
 
@@ -6,13 +6,25 @@ use std::io::{BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::ctx::Job;
 use crate::config::Config;
 use crate::fsx;
 use crate::image_info::{self, ImageError, ImageInfo};
 use crate::inbox::DEFAULTS_FILE;
-use crate::job::SourceRef;
-use crate::quarantine::{Reason, Verdict};
+use crate::job::verdict::{Reason, Verdict};
+use crate::job::{Input, SourceRef};
 use crate::sidecar::{self, Fields, MAX_SIDECAR_BYTES, RemixRequest, RequestError, SidecarKind};
+
+/// The prepare stage: refuses an entry that was never an image, checks the input and records
+/// the request built for it. `Err` is the job's verdict.
+pub(super) fn run(job: &mut Job) -> Result<ImageInfo, Verdict> {
+    if let Input::Stray { reason, message } = &job.rec.input {
+        return Err(Verdict::file(*reason, message.clone()));
+    }
+    let (image, request) = prepare(&job.config, &job.dir.files(), &job.rec.source)?;
+    job.rec.request = Some(request);
+    Ok(image)
+}
 
 /// Checks the input in `files` and builds its request.
 pub fn prepare(

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 // tokio's clock, so tests can pause and advance it; in production it is the monotonic clock.
 use tokio::time::Instant;
@@ -97,12 +97,30 @@ pub struct Ticket {
     pub reserved: u64,
 }
 
+/// The limits the semaphores were last sized for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sizes {
+    /// Requests at once (`limits.concurrency`).
+    requests: usize,
+    /// Images in flight (`limits.inflight_images`).
+    images: u32,
+}
+
+impl Sizes {
+    fn of(config: &Config) -> Self {
+        Self {
+            requests: config.limits.concurrency,
+            images: config.limits.inflight_images,
+        }
+    }
+}
+
 /// The shared gate.
 #[derive(Debug)]
 pub struct Gate {
     requests: Arc<Semaphore>,
     images: Arc<Semaphore>,
-    sizes: Mutex<(usize, u32)>,
+    sizes: Mutex<Sizes>,
     state: Mutex<State>,
     changed: Notify,
     resized: Notify,
@@ -127,7 +145,7 @@ impl Gate {
         Self {
             requests: Arc::new(Semaphore::new(config.limits.concurrency)),
             images: Arc::new(Semaphore::new(config.limits.inflight_images as usize)),
-            sizes: Mutex::new((config.limits.concurrency, config.limits.inflight_images)),
+            sizes: Mutex::new(Sizes::of(config)),
             state: Mutex::new(State {
                 spacing: spacing_for(config.limits.requests_per_minute),
                 slowdown: 1,
@@ -158,7 +176,7 @@ impl Gate {
     /// Waits until a request asking for `num_images` may start.
     pub async fn admit(&self, num_images: u8) -> Permit {
         loop {
-            let max_images = self.sizes.lock().map_or(1, |s| s.1);
+            let max_images = self.sizes.lock().map_or(1, |s| s.images);
             let wanted = u32::from(num_images).clamp(1, max_images);
             let resized = self.resized.notified();
             let slots = async {
@@ -284,13 +302,10 @@ impl Gate {
         let Ok(mut sizes) = self.sizes.lock() else {
             return;
         };
-        resize(&self.requests, sizes.0, config.limits.concurrency);
-        resize(
-            &self.images,
-            sizes.1 as usize,
-            config.limits.inflight_images as usize,
-        );
-        *sizes = (config.limits.concurrency, config.limits.inflight_images);
+        let new = Sizes::of(config);
+        resize(&self.requests, sizes.requests, new.requests);
+        resize(&self.images, sizes.images as usize, new.images as usize);
+        *sizes = new;
         drop(sizes);
         self.resized.notify_waiters();
         self.changed.notify_waiters();
@@ -371,7 +386,7 @@ impl State {
     }
 
     fn roll_day(&mut self) {
-        let today = crate::publish::utc_date();
+        let today = crate::clock::utc_date();
         if self.usage.day != today {
             self.usage = Usage {
                 day: today,
@@ -404,7 +419,7 @@ impl State {
         if self.usage.images + wanted <= budget {
             return true;
         }
-        let wait = until_next_utc_day();
+        let wait = crate::clock::until_next_utc_day();
         self.paused = Some(Paused {
             reason: PauseReason::Budget,
             probe_at: now + wait,
@@ -448,13 +463,6 @@ fn pause_text(reason: PauseReason) -> &'static str {
     }
 }
 
-fn until_next_utc_day() -> Duration {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Duration::from_secs(86_400 - secs % 86_400)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,11 +486,10 @@ mod tests {
         drop(gate.admit(1).await);
         drop(gate.admit(1).await);
         drop(gate.admit(1).await);
-        assert!(
-            start.elapsed() >= Duration::from_secs(2),
-            "{:?}",
-            start.elapsed()
-        );
+        // The paused clock advances exactly to each start slot: two spacings, no more.
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(2_100), "{elapsed:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -555,13 +562,23 @@ mod tests {
         let held = gate.admit(8).await;
         let waiter = tokio::spawn({
             let gate = Arc::clone(&gate);
-            async move { gate.admit(8).await.probe }
+            async move { gate.admit(8).await }
         });
         tokio::task::yield_now().await;
         let (_dir2, smaller) = config("limits: {inflight_images: 4}\n");
         gate.apply(&smaller);
         drop(held);
-        let done = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-        assert!(done.is_ok(), "the waiter got the smaller limit's slots");
+        let permit = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter got the smaller limit's slots in time")
+            .expect("the waiter did not panic");
+        assert_eq!(
+            gate.images.available_permits(),
+            0,
+            "the waiter holds all 4 slots of the smaller limit; the other 4 are gone"
+        );
+        drop(permit);
+        tokio::task::yield_now().await;
+        assert_eq!(gate.images.available_permits(), 4, "the limit shrank to 4");
     }
 }

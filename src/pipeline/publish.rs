@@ -1,0 +1,223 @@
+//! The publish stage: `metadata.json` written and the outbox destination journaled
+//! (`begin`), then the move into the outbox (`complete`, shared with the quarantine through
+//! [`super::finish`]).
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tracing::info;
+
+use super::ctx::{Ctx, Job};
+use super::download::Downloaded;
+use super::finish;
+use crate::api::{Answer, OutputItem};
+use crate::clock::rfc3339;
+use crate::config::Provider;
+use crate::events;
+use crate::fsx::{self, Context, FsError};
+use crate::job::Stage;
+use crate::job::describe::{SidecarInfo, SourceInfo, describe};
+
+/// The metadata file's name.
+pub const METADATA_FILE: &str = "metadata.json";
+
+/// Writes `metadata.json` for the answer and the outputs kept, then journals `publishing`
+/// with the job's place in the outbox. Reads the job's config snapshot once.
+pub(super) fn begin(
+    ctx: &Ctx,
+    job: &mut Job,
+    answer: &Answer,
+    kept: &[Option<Downloaded>],
+) -> Result<(), FsError> {
+    let files = job.dir.files();
+    finish::remove_temporaries(&files)?;
+    let config = &*job.config;
+    let rec = &job.rec;
+    let (source, sidecar) = describe(&files, &rec.source);
+    let at = |t: Option<SystemTime>| t.map(rfc3339);
+    let metadata = Metadata {
+        job_id: rec.job_id.to_string(),
+        remixd_version: crate::VERSION.to_owned(),
+        provider: config.api.provider.name().to_owned(),
+        endpoint: (config.api.provider != Provider::DryRun).then(|| ctx.api.endpoint().to_owned()),
+        source,
+        sidecar,
+        request: request_object(rec.request.as_ref().map_or(&[][..], |r| &r.fields)),
+        response: answer.raw.clone(),
+        outputs: output_entries(answer, kept),
+        attempts: rec.attempts,
+        timings: MetadataTimings {
+            detected_at: at(rec.timings.detected_at),
+            claimed_at: at(rec.timings.claimed_at),
+            submitted_at: at(rec.timings.submitted_at),
+            responded_at: at(rec.timings.responded_at),
+            completed_at: rfc3339(SystemTime::now()),
+            api_ms: rec.timings.api_ms,
+            download_ms: rec.timings.download_ms,
+            total_ms: rec.timings.total_ms(),
+        },
+    };
+    write_metadata(&files, &metadata)?;
+    let dest = finish::destination(&config.outbox, &config.layout, rec);
+    job.rec.stage = Stage::Publishing { dest };
+    job.dir.write(&job.rec)
+}
+
+/// Moves the job's folder into the outbox at `dest` and logs `job.completed`.
+pub(super) fn complete(job: &Job, dest: &Path) -> Result<(), FsError> {
+    finish::finish_move(&job.dir, &job.rec, dest, METADATA_FILE)?;
+    let outputs = std::fs::read_dir(dest).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains("-remix-"))
+            .count()
+    });
+    info!(event = events::JOB_COMPLETED, outputs, dir = %dest.display(),
+        total_ms = job.rec.timings.total_ms(), "published to the outbox");
+    Ok(())
+}
+
+/// One entry of `metadata.json`'s `outputs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputEntry {
+    /// File name in the job folder; null when withheld for safety or not downloaded.
+    pub file: Option<String>,
+    /// Where it was downloaded from.
+    pub url: Option<String>,
+    /// Seed used.
+    pub seed: Option<i64>,
+    /// Resolution.
+    pub resolution: Option<String>,
+    /// Whether the API judged it safe.
+    pub is_image_safe: bool,
+    /// Style used.
+    pub style_type: Option<String>,
+    /// Prompt the API used.
+    pub prompt: Option<String>,
+    /// Size in bytes.
+    pub bytes: Option<u64>,
+    /// Hex SHA-256.
+    pub sha256: Option<String>,
+}
+
+impl OutputEntry {
+    /// Joins the API's description of an output with the file kept for it, if any.
+    #[must_use]
+    pub fn new(item: &OutputItem, kept: Option<&Downloaded>) -> Self {
+        Self {
+            file: kept.map(|d| d.file.clone()),
+            url: item.url.clone(),
+            seed: item.seed,
+            resolution: item.resolution.clone(),
+            is_image_safe: item.is_image_safe,
+            style_type: item.style_type.clone(),
+            prompt: item.prompt.clone(),
+            bytes: kept.map(|d| d.bytes),
+            sha256: kept.map(|d| d.sha256.clone()),
+        }
+    }
+}
+
+/// `metadata.json`'s `timings`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetadataTimings {
+    /// RFC 3339.
+    pub detected_at: Option<String>,
+    /// RFC 3339.
+    pub claimed_at: Option<String>,
+    /// RFC 3339.
+    pub submitted_at: Option<String>,
+    /// RFC 3339.
+    pub responded_at: Option<String>,
+    /// RFC 3339.
+    pub completed_at: String,
+    /// Time waiting for the API.
+    pub api_ms: u64,
+    /// Time downloading.
+    pub download_ms: u64,
+    /// Detection to completion.
+    pub total_ms: u64,
+}
+
+/// `metadata.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metadata {
+    /// The job's id.
+    pub job_id: String,
+    /// The remixd version.
+    pub remixd_version: String,
+    /// `kkiai`, `ideogram` or `dry-run`.
+    pub provider: String,
+    /// The endpoint called; null for dry-run.
+    pub endpoint: Option<String>,
+    /// The input.
+    pub source: SourceInfo,
+    /// The sidecar; null when there was none.
+    pub sidecar: Option<SidecarInfo>,
+    /// Every form field as sent, minus the image.
+    pub request: serde_json::Map<String, serde_json::Value>,
+    /// The API's JSON as received.
+    pub response: serde_json::Value,
+    /// One entry per output, in the API's order.
+    pub outputs: Vec<OutputEntry>,
+    /// Requests sent.
+    pub attempts: u32,
+    /// When things happened.
+    pub timings: MetadataTimings,
+}
+
+/// The `request` object: form fields by name; a repeated field becomes an array.
+#[must_use]
+pub fn request_object(fields: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    let mut map = serde_json::Map::new();
+    for (name, value) in fields {
+        let value = Value::String(value.clone());
+        match map.get_mut(name) {
+            None => {
+                map.insert(name.clone(), value);
+            }
+            Some(Value::Array(list)) => list.push(value),
+            Some(first) => *first = Value::Array(vec![first.take(), value]),
+        }
+    }
+    map
+}
+
+/// The outputs entries for an answer and the files kept (by 1-based position).
+#[must_use]
+pub fn output_entries(answer: &Answer, kept: &[Option<Downloaded>]) -> Vec<OutputEntry> {
+    answer
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| OutputEntry::new(item, kept.get(i).and_then(Option::as_ref)))
+        .collect()
+}
+
+/// Writes `metadata.json` durably into the job's files folder.
+pub fn write_metadata(files: &Path, metadata: &Metadata) -> Result<(), FsError> {
+    let path = files.join(METADATA_FILE);
+    fsx::write_json(&path, metadata, crate::secrets::scrub_bytes)
+        .context("writing metadata.json", &path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_fields_become_arrays() {
+        let fields = vec![
+            ("prompt".to_owned(), "p".to_owned()),
+            ("style_codes".to_owned(), "AAAAAAAA".to_owned()),
+            ("style_codes".to_owned(), "BBBBBBBB".to_owned()),
+        ];
+        let obj = request_object(&fields);
+        assert_eq!(obj["prompt"], "p");
+        assert_eq!(
+            obj["style_codes"],
+            serde_json::json!(["AAAAAAAA", "BBBBBBBB"])
+        );
+    }
+}
