@@ -58,7 +58,10 @@ pub async fn run(
     let owner = Owner::register(&config.work_dir)?;
     let mut gate = Gate::new(&config);
     gate.set_scratch(owner.root().to_path_buf());
-    let ctx = Arc::new(Ctx::new(config, gate, api, owner.jobs()));
+    let gallery = crate::gallery::Gallery::new(&config, &owner.id());
+    let ctx = Arc::new(Ctx::new(config, gate, api, owner.jobs()).with_gallery(gallery.clone()));
+    let gallery_stop = CancellationToken::new();
+    let gallery_task = tokio::spawn(gallery.run(gallery_live(&ctx), gallery_stop.clone()));
     let (tx, rx) = mpsc::channel(4096);
     let (watcher, chosen) = if options.once {
         (
@@ -96,10 +99,21 @@ pub async fn run(
     };
     intake.run(&jobs, shutdown.token()).await;
     drain(&ctx, &jobs, &shutdown, &intake.owner).await;
+    gallery_stop.cancel();
+    let _ = gallery_task.await;
     if journal::list(&ctx.jobs).is_ok_and(|left| left.is_empty()) {
         intake.owner.retire();
     }
     Ok(())
+}
+
+/// What the gallery's writer reads from the running daemon.
+fn gallery_live(ctx: &Arc<Ctx>) -> crate::gallery::Live {
+    let (for_config, for_pause) = (Arc::clone(ctx), Arc::clone(ctx));
+    crate::gallery::Live {
+        config: Box::new(move || for_config.config()),
+        paused: Box::new(move || for_pause.gate.paused()),
+    }
 }
 
 /// The running jobs, and the token that abandons them when the grace period is over.
@@ -243,6 +257,9 @@ impl IntakeLoop {
                     self.restat();
                     self.rescan_fresh_folders();
                     self.dispatch(jobs);
+                    if let Some(gallery) = &self.ctx.gallery {
+                        gallery.set_waiting(self.intake.pending());
+                    }
                     if self.once && self.intake.pending() == 0 && jobs.tracker.is_empty() {
                         break;
                     }

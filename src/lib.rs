@@ -8,7 +8,8 @@
 //! - a job: [`job`] (id, stage), [`journal`] (the job's durable record), [`claim`] (inbox →
 //!   work area), [`api`] (the remote API and the dry-run provider), [`download`] (outputs),
 //!   [`publish`] (outbox and `metadata.json`), [`quarantine`] (reasons and `error.json`),
-//!   [`lease`] (this process's part of the work area, takeover of dead processes' jobs)
+//!   [`lease`] (this process's part of the work area, takeover of dead processes' jobs),
+//!   [`gallery`] (the outbox's and quarantine's `index.html` pages)
 //! - plumbing: [`daemon`] (the spine), [`pipeline`] (one job from claim to its end),
 //!   [`gate`] (API pacing, pauses), [`shutdown`], [`systemd`], [`logging`], [`events`] (log
 //!   event names), [`prepare`] (checks before sending),
@@ -26,6 +27,7 @@ pub mod download;
 pub mod error;
 pub mod events;
 pub mod fsx;
+pub mod gallery;
 pub mod gate;
 pub mod image_info;
 pub mod inbox;

@@ -95,6 +95,8 @@ pub struct Ctx {
     pub jobs: PathBuf,
     /// A disk is full or read-only: no new claims until a job's local step works again.
     disk_blocked: AtomicBool,
+    /// The pages that show finished jobs.
+    pub gallery: Option<crate::gallery::Gallery>,
 }
 
 impl Ctx {
@@ -108,6 +110,16 @@ impl Ctx {
             stats: Stats::default(),
             jobs,
             disk_blocked: AtomicBool::new(false),
+            gallery: None,
+        }
+    }
+
+    /// The same, reporting job ends and starts to `gallery`.
+    #[must_use]
+    pub fn with_gallery(self, gallery: crate::gallery::Gallery) -> Self {
+        Self {
+            gallery: Some(gallery),
+            ..self
         }
     }
 
@@ -200,6 +212,9 @@ pub async fn run_resumed(ctx: Arc<Ctx>, dir: JobDir) {
 
 async fn run(ctx: &Ctx, dir: JobDir, mut record: JobRecord) {
     ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    if let Some(gallery) = &ctx.gallery {
+        gallery.touch();
+    }
     let mut failures = LocalFailures::default();
     let mut unsaved = false;
     let end = loop {
@@ -269,6 +284,9 @@ async fn drive(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord) -> Result<End, FsEr
             },
             Stage::Publishing { dest } => {
                 finish_move(dir, rec, &dest)?;
+                if let Some(gallery) = &ctx.gallery {
+                    gallery.job_ended(&dest, &rec.source);
+                }
                 let outputs = std::fs::read_dir(&dest).map_or(0, |d| {
                     d.filter_map(Result::ok)
                         .filter(|e| e.file_name().to_string_lossy().contains("-remix-"))
@@ -280,6 +298,9 @@ async fn drive(ctx: &Ctx, dir: &JobDir, rec: &mut JobRecord) -> Result<End, FsEr
             }
             Stage::Quarantining { dest, error } => {
                 finish_move(dir, rec, &dest)?;
+                if let Some(gallery) = &ctx.gallery {
+                    gallery.job_ended(&dest, &rec.source);
+                }
                 warn!(event = events::JOB_QUARANTINED, reason = error.reason.name(),
                     message = %error.message, dir = %dest.display(), "moved to the quarantine");
                 return Ok(End::Quarantined);
