@@ -235,6 +235,7 @@ pub(crate) fn outbox_row(row: &Row, up: &str, here: bool) -> String {
         return out;
     }
     let dir = format!("{up}{}", pct(row.dir.as_bytes()));
+    title(&mut out, row);
     let operation = row.operation.as_deref().unwrap_or("remix");
     out.push_str("<div class=\"pics\">");
     let original = format!("{dir}/{}", pct(row.file_bytes()));
@@ -297,6 +298,7 @@ pub(crate) fn quarantine_row(row: &Row, root: &str) -> String {
         esc(&row.job_id)
     );
     let dir = pct(row.dir.as_bytes());
+    title(&mut out, row);
     out.push_str("<div class=\"pics\">");
     let original = row.size.map(|_| format!("{dir}/{}", pct(row.file_bytes())));
     figure(
@@ -326,6 +328,16 @@ pub(crate) fn quarantine_row(row: &Row, root: &str) -> String {
         esc(&command)
     );
     out
+}
+
+/// The input's path in the inbox, as the person who dropped it knows it.
+fn title(out: &mut String, row: &Row) {
+    let path = if row.subdir.is_empty() {
+        row.file.clone()
+    } else {
+        format!("{}/{}", row.subdir, row.file)
+    };
+    let _ = write!(out, "<p class=\"title\">{}</p>", esc(&path));
 }
 
 fn fact(out: &mut String, name: &str, value: &str) {
