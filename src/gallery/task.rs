@@ -89,7 +89,7 @@ struct Writer {
     css_written: bool,
     /// Subfolders when the first pages (which list them) were last written.
     subdirs_written: usize,
-    quarantine_written: Option<(String, usize)>,
+    quarantine_written: Option<(u64, usize)>,
 }
 
 impl Writer {
@@ -139,7 +139,9 @@ impl Writer {
             let css = outbox.join(ASSETS_DIR).join("style.css");
             std::fs::create_dir_all(css.parent().unwrap_or(&outbox))
                 .map_err(|e| (css.clone(), e))?;
-            write_file(&css, render::CSS)?;
+            write_file(css.parent().unwrap_or(&outbox), &css, render::CSS)?;
+            sweep(css.parent().unwrap_or(&outbox));
+            sweep(&self.shared.quarantine);
             self.css_written = true;
         }
         let subdirs: Vec<String> = self
@@ -213,7 +215,11 @@ impl Writer {
                 },
                 &rows,
             );
-            write_file(&folder.join(page_name(page)), &html)?;
+            write_file(
+                &outbox.join(ASSETS_DIR),
+                &folder.join(page_name(page)),
+                &html,
+            )?;
         }
         let listing: &mut Listing = match subdir {
             None => &mut self.model.all,
@@ -244,11 +250,12 @@ impl Writer {
             .collect();
         let chunks: Vec<&[String]> = rows.chunks(super::store::PAGE_SIZE).collect();
         let pages = chunks.len().max(1);
-        let signature = format!(
-            "{}:{}",
-            rows.len(),
-            rows.iter().map(String::len).sum::<usize>()
-        );
+        let signature = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            rows.hash(&mut h);
+            h.finish()
+        };
         if self
             .quarantine_written
             .as_ref()
@@ -271,7 +278,7 @@ impl Writer {
                 },
                 chunks.get(page - 1).copied().unwrap_or_default(),
             );
-            write_file(&root.join(page_name(page)), &html)?;
+            write_file(root, &root.join(page_name(page)), &html)?;
         }
         let before = self.quarantine_written.as_ref().map_or(0, |(_, p)| *p);
         for stale in pages + 1..=before {
@@ -288,6 +295,24 @@ file), put a job back into the inbox by running <code>remixd requeue DIR</code> 
 (or <code>remixd requeue --all</code>): its original and sidecar go back where they came \
 from.</p></section>";
 
+const TEMP_PREFIX: &str = ".remixd-page-";
+
+/// Removes page temporaries a crash left in `dir` (old enough that no live writer owns them).
+fn sweep(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(600)));
+        if old && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A subfolder whose page can live at `outbox/SUBDIR/`: no empty, dot or `..` segment.
 fn page_dir_ok(subdir: &str) -> bool {
     subdir
@@ -296,19 +321,20 @@ fn page_dir_ok(subdir: &str) -> bool {
 }
 
 /// Replaces `path` with `text` in one rename (mode 0666 less the umask), unless it already
-/// holds exactly that. Not synced: a page lost in a crash is written again at the next change.
-fn write_file(path: &Path, text: &str) -> Result<(), (PathBuf, std::io::Error)> {
+/// holds exactly that. The temporary file is made in `scratch` (on `path`'s filesystem), so a
+/// crash mid-write leaves no debris beside the job folders. Not synced: a page lost in a
+/// crash is written again at the next change.
+fn write_file(scratch: &Path, path: &Path, text: &str) -> Result<(), (PathBuf, std::io::Error)> {
     use std::os::unix::fs::PermissionsExt;
     let text = crate::secrets::scrub(text);
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
         return Ok(());
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
     let result = tempfile::Builder::new()
-        .prefix(".remixd-page-")
+        .prefix(TEMP_PREFIX)
         .suffix(".tmp")
         .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(dir)
+        .tempfile_in(scratch)
         .and_then(|mut tmp| {
             tmp.write_all(text.as_bytes())?;
             tmp.persist(path).map(drop).map_err(|e| e.error)
