@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{ApiClient, Gate};
@@ -13,6 +14,7 @@ use crate::config::Config;
 use crate::config::reload::Reloader;
 use crate::error::DaemonError;
 use crate::events;
+use crate::gallery::Gallery;
 use crate::inbox::intake_loop::{IntakeLoop, IntakeParts};
 use crate::inbox::watch::{self, Chosen, Mode, Scope};
 use crate::job::journal;
@@ -53,7 +55,10 @@ pub async fn run(
     let owner = Owner::register(&config.work_dir)?;
     let mut gate = Gate::new(&config);
     gate.set_scratch(owner.root().to_path_buf());
-    let ctx = Arc::new(Ctx::new(config, gate, api, owner.jobs()));
+    let gallery = Gallery::new(&config, &owner.id());
+    let ctx = Arc::new(Ctx::new(config, gate, api, owner.jobs()).with_gallery(gallery.clone()));
+    let gallery_stop = CancellationToken::new();
+    let gallery_task = tokio::spawn(gallery.run(gallery_live(&ctx), gallery_stop.clone()));
     let (tx, events) = mpsc::channel(4096);
     let (watcher, chosen) = if options.once {
         let why = "--once: one scan, no watching".into();
@@ -90,10 +95,21 @@ pub async fn run(
     });
     intake.run(&jobs, shutdown.token()).await;
     drain(&ctx, &jobs, &shutdown, intake.owner()).await;
+    gallery_stop.cancel();
+    let _ = gallery_task.await;
     if journal::list(&ctx.jobs).is_ok_and(|left| left.is_empty()) {
         intake.owner().retire();
     }
     Ok(())
+}
+
+/// What the gallery's writer reads from the running daemon.
+fn gallery_live(ctx: &Arc<Ctx>) -> crate::gallery::Live {
+    let (for_config, for_pause) = (Arc::clone(ctx), Arc::clone(ctx));
+    crate::gallery::Live {
+        config: Box::new(move || for_config.config()),
+        paused: Box::new(move || for_pause.gate.paused()),
+    }
 }
 
 /// Stops intake's work: waits up to `shutdown_grace` for the running jobs, renewing the lease

@@ -17,6 +17,7 @@
 //! - plumbing: [`fsx`] (durable writes and renames), [`clock`] (RFC 3339, the UTC day),
 //!   [`text`] (cutting and escaping names), [`secrets`] (the key scrubbed from all output),
 //!   [`events`] (log event names), [`logging`], [`systemd`], [`error`] (fatal errors)
+//! - for the people who drop files: [`gallery`] (the outbox's and quarantine's `index.html`)
 //! - the other subcommands: [`check`], [`requeue`]
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod fsx;
+pub mod gallery;
 pub mod image_info;
 pub mod inbox;
 pub mod job;

@@ -409,6 +409,8 @@ mod tests {
                 max_backoff: secs(300),
             },
             layout: "{subdir}/{stem}-{job_id}".to_owned(),
+            gallery: false,
+            gallery_delay: secs(5),
             logging: LoggingConfig {
                 format: LogFormat::Json,
                 level: "info".to_owned(),

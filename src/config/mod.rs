@@ -186,6 +186,10 @@ pub struct Config {
     pub retry: RetryConfig,
     /// `output.layout`, validated: only known placeholders.
     pub layout: String,
+    /// `output.gallery`: write the outbox's and quarantine's `index.html` pages.
+    pub gallery: bool,
+    /// `output.gallery_delay`: pages are rewritten at most this long after a job ends.
+    pub gallery_delay: Duration,
     /// Logging.
     pub logging: LoggingConfig,
     /// Time given to in-flight jobs on stop.
@@ -336,6 +340,7 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     if old.layout != new.layout {
         changed.push("output.layout".to_owned());
     }
+    diff_fields!(changed, old, new, "output.", gallery, gallery_delay);
     #[rustfmt::skip]
     diff_fields!(changed, old.logging, new.logging, "logging.", format, level, stats_interval);
     diff_fields!(changed, old, new, "", shutdown_grace, umask, lease);

@@ -87,6 +87,9 @@ pub(super) struct RawRetry {
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawOutput {
     pub(super) layout: Option<String>,
+    pub(super) gallery: Option<bool>,
+    #[serde(deserialize_with = "duration")]
+    pub(super) gallery_delay: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -104,6 +104,8 @@ pub(super) fn resolve(
         limits,
         retry,
         layout,
+        gallery: output.gallery.unwrap_or(true),
+        gallery_delay: output.gallery_delay.unwrap_or(secs(5)),
         logging,
         shutdown_grace: raw.shutdown_grace.unwrap_or(secs(30)),
         umask: raw.umask.unwrap_or(0o007),

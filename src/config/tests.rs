@@ -98,6 +98,7 @@ fn minimal_config_resolves_every_default() {
         (5, secs(2), secs(300))
     );
     assert_eq!(cfg.layout, "{subdir}/{stem}-{job_id}");
+    assert_eq!((cfg.gallery, cfg.gallery_delay), (true, secs(5)));
     assert_eq!(cfg.logging.format, LogFormat::Auto);
     assert_eq!(cfg.logging.level, "info");
     assert_eq!(cfg.logging.stats_interval, secs(60));
@@ -169,7 +170,7 @@ fn unknown_keys_are_named_by_their_dotted_path() {
     );
     assert_eq!(
         refusal(&format!("{FOLDERS}output:\n  layuot: x\n")),
-        "output.layuot: unknown key (expected one of layout)"
+        "output.layuot: unknown key (expected one of layout, gallery, gallery_delay)"
     );
 }
 
@@ -539,13 +540,15 @@ fn changed_keys_names_what_differs() {
     new.api.api_key = Some(ApiKey::new("sk-rotated".into()));
     new.defaults.rendering_speed = Some("TURBO".into());
     new.layout = "{job_id}".into();
+    new.gallery_delay = secs(1);
     assert_eq!(
         changed_keys(&old, &new),
         [
             "api.api_key",
             "defaults.rendering_speed",
             "watch.settle",
-            "output.layout"
+            "output.layout",
+            "output.gallery_delay"
         ]
     );
 }

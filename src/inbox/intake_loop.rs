@@ -132,6 +132,9 @@ impl IntakeLoop {
             self.intake.advance(now, &mut |rel| scope.stat_file(rel));
             self.rescan_fresh_folders(now);
             self.dispatch(jobs, now);
+            if let Some(gallery) = &self.ctx.gallery {
+                gallery.set_waiting(self.intake.pending());
+            }
             if self.mode == Mode::Once && self.intake.pending() == 0 && jobs.is_empty() {
                 break;
             }

@@ -294,6 +294,12 @@ pub struct JobRecord {
     pub stage: Stage,
 }
 
+/// The record a published job's folder holds.
+pub const METADATA_FILE: &str = "metadata.json";
+
+/// The record a quarantined job's folder holds.
+pub const ERROR_FILE: &str = "error.json";
+
 /// The journal format this build writes.
 pub const JOURNAL_FORMAT: u32 = 1;
 

@@ -89,6 +89,8 @@ pub struct Ctx {
     pub jobs: PathBuf,
     /// A disk is full or read-only: no new claims until a job's local step works again.
     disk_blocked: AtomicBool,
+    /// The pages that show finished jobs.
+    pub gallery: Option<crate::gallery::Gallery>,
 }
 
 impl Ctx {
@@ -102,6 +104,23 @@ impl Ctx {
             stats: Stats::default(),
             jobs,
             disk_blocked: AtomicBool::new(false),
+            gallery: None,
+        }
+    }
+
+    /// The same, reporting job starts and ends to `gallery`.
+    #[must_use]
+    pub fn with_gallery(self, gallery: crate::gallery::Gallery) -> Self {
+        Self {
+            gallery: Some(gallery),
+            ..self
+        }
+    }
+
+    /// A job ended in `dest` (outbox or quarantine): its row goes onto the pages.
+    pub fn job_ended(&self, dest: &std::path::Path, rec: &crate::job::JobRecord) {
+        if let Some(gallery) = &self.gallery {
+            gallery.job_ended(dest, &rec.source);
         }
     }
 

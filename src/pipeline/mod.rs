@@ -92,6 +92,9 @@ pub async fn run_resumed(ctx: Arc<Ctx>, dir: JobDir) {
 /// Drives the job to its end, waiting out local failures; keeps the counts.
 async fn run(ctx: &Ctx, mut job: Job) {
     ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    if let Some(gallery) = &ctx.gallery {
+        gallery.touch();
+    }
     let mut failures = LocalFailures::default();
     let mut unsaved = false;
     let end = loop {
@@ -158,10 +161,12 @@ async fn drive(ctx: &Ctx, job: &mut Job) -> Result<End, FsError> {
             },
             Stage::Publishing { dest } => {
                 publish::complete(job, &dest)?;
+                ctx.job_ended(&dest, &job.rec);
                 return Ok(End::Published);
             }
             Stage::Quarantining { dest, error } => {
                 quarantine::complete(job, &dest, &error)?;
+                ctx.job_ended(&dest, &job.rec);
                 return Ok(End::Quarantined);
             }
         }

@@ -19,8 +19,7 @@ use crate::fsx::{self, Context, FsError};
 use crate::job::Stage;
 use crate::job::describe::{SidecarInfo, SourceInfo, describe};
 
-/// The metadata file's name.
-pub const METADATA_FILE: &str = "metadata.json";
+pub use crate::job::METADATA_FILE;
 
 /// Writes `metadata.json` for the answer and the outputs kept, then journals `publishing`
 /// with the job's place in the outbox. Reads the job's config snapshot once.

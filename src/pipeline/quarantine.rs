@@ -16,8 +16,7 @@ use crate::job::Stage;
 use crate::job::describe::describe;
 use crate::job::verdict::{ErrorRecord, Verdict};
 
-/// The name of the error file in a quarantined job's folder.
-pub const ERROR_FILE: &str = "error.json";
+pub use crate::job::ERROR_FILE;
 
 /// Writes `error.json` durably into the job's files folder.
 pub fn write_error(files: &Path, record: &ErrorRecord) -> Result<(), FsError> {

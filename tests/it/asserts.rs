@@ -601,7 +601,7 @@ pub fn assert_no_debris(env: &TestEnv) {
         let mut dirs = std::collections::BTreeSet::new();
         for path in walk_paths(root) {
             let rel = path.strip_prefix(root).unwrap();
-            if rel.starts_with(".requeued") {
+            if rel.starts_with(".requeued") || is_gallery_page(rel) {
                 continue;
             }
             for part in rel.components() {
@@ -625,6 +625,18 @@ pub fn assert_no_debris(env: &TestEnv) {
             );
         }
     }
+}
+
+/// SPEC.md, The outbox: "Beside the job folders, when `output.gallery` is on, remixd writes the
+/// gallery and nothing else": `index.html`, `index-N.html` (in the root and in subfolders) and
+/// the stylesheet under `.remixd-gallery/`.
+pub fn is_gallery_page(rel: &Path) -> bool {
+    let name = rel.file_name().unwrap_or_default().to_string_lossy();
+    let numbered = name
+        .strip_prefix("index-")
+        .and_then(|n| n.strip_suffix(".html"))
+        .is_some_and(|n| n.parse::<u32>().is_ok());
+    rel.starts_with(".remixd-gallery") || name == "index.html" || numbered
 }
 
 /// Every dropped image and sidecar ended in exactly one place, and that place is the outbox

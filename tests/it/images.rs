@@ -97,6 +97,40 @@ pub fn png(width: u32, height: u32, seed: u64) -> Vec<u8> {
     out
 }
 
+/// A decodable 8-bit RGB PNG of `width` x `height`: a smooth two-colour gradient whose
+/// colours come from `seed`, pleasant in a screenshot (browsers decode it; [`png`]'s noise
+/// decodes too but looks like static).
+pub fn picture(width: u32, height: u32, seed: u64) -> Vec<u8> {
+    let mut bytes = Bytes::new(seed);
+    let c = bytes.take(6);
+    let mix = |a: u8, b: u8, t: u32, n: u32| {
+        let (a, b) = (u32::from(a), u32::from(b));
+        ((a * (n - t) + b * t) / n.max(1)) as u8
+    };
+    let mut raw = Vec::with_capacity((width as usize * 3 + 1) * height as usize);
+    for y in 0..height {
+        raw.push(0);
+        for x in 0..width {
+            let t = x + y;
+            let n = width + height - 2;
+            raw.extend([
+                mix(c[0], c[3], t, n),
+                mix(c[1], c[4], t, n),
+                mix(c[2], c[5], t, n),
+            ]);
+        }
+    }
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    png_chunk(&mut out, *b"IHDR", &ihdr);
+    png_chunk(&mut out, *b"IDAT", &zlib_stored(&raw));
+    png_chunk(&mut out, *b"IEND", &[]);
+    out
+}
+
 /// A baseline JPEG header (SOI, APP0 JFIF, a comment with `seed` bytes, SOF0 with the
 /// dimensions, EOI): enough for header readers, not for a decoder.
 pub fn jpeg(width: u16, height: u16, seed: u64) -> Vec<u8> {

@@ -22,6 +22,7 @@ mod cli;
 mod crash;
 mod disk;
 mod fuzz;
+mod gallery;
 mod hostile;
 mod inbox;
 mod logs;
