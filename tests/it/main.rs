@@ -26,6 +26,7 @@ mod hostile;
 mod inbox;
 mod logs;
 mod many;
+mod modes;
 mod outage;
 mod pipeline;
 mod quarantine;
