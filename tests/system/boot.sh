@@ -57,6 +57,8 @@ finish() {
         exit 1
     fi
     echo "all checks passed"
+    stop_container
+    rm -rf "$tree"
     exit 0
 }
 
