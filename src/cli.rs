@@ -1,10 +1,13 @@
 //! The command line: `remixd [run] [-c FILE] [--dry-run] [--once]`, `remixd check`,
-//! `remixd requeue`, and the mapping of every outcome to an exit status.
+//! `remixd requeue`, and the mapping of every outcome to an exit status. The hidden
+//! `remixd generate` writes the shell completions and the man page from this same definition,
+//! for the package.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::{self, Config, Overrides};
 use crate::error::DaemonError;
@@ -38,6 +41,21 @@ pub enum Command {
     Check(ConfigArg),
     /// Put quarantined jobs back into the inbox.
     Requeue(RequeueArgs),
+    /// Write a shell completion script or the man page to stdout (for packaging).
+    #[command(hide = true, subcommand)]
+    Generate(Generate),
+}
+
+/// What `remixd generate` writes.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Generate {
+    /// The completion script for a shell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// The man page remixd(1), in roff.
+    Man,
 }
 
 /// Where the config is.
@@ -85,7 +103,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !matches!(e, DaemonError::CheckFailed(_)) {
-                eprintln!("remixd: {e}");
+                eprintln!("remixd: {}", crate::error::chain(&e));
             }
             e.exit_code()
         }
@@ -98,8 +116,115 @@ fn dispatch(cli: Cli) -> Result<(), DaemonError> {
         Some(Command::Run(args)) => run(&args),
         Some(Command::Check(args)) => check::run(&config::resolve_path(args.config.as_deref())),
         Some(Command::Requeue(args)) => requeue_cmd(&args),
+        Some(Command::Generate(what)) => {
+            generate(&what, &mut std::io::stdout().lock()).map_err(DaemonError::Stdout)
+        }
     }
 }
+
+fn generate(what: &Generate, out: &mut dyn Write) -> std::io::Result<()> {
+    let command = Cli::command();
+    match what {
+        Generate::Completions { shell } => {
+            clap_complete::generate(*shell, &mut without_hidden(&command), "remixd", out);
+            Ok(())
+        }
+        Generate::Man => {
+            let man = clap_mangen::Man::new(command);
+            man.render_title(out)?;
+            man.render_name_section(out)?;
+            man.render_synopsis_section(out)?;
+            man.render_description_section(out)?;
+            man.render_options_section(out)?;
+            write_man_commands(&mut Cli::command(), out)?;
+            out.write_all(MAN_EXTRA.as_bytes())?;
+            man.render_version_section(out)
+        }
+    }
+}
+
+/// `command` without its hidden subcommands, which `clap_complete` would otherwise offer
+/// (clap cannot remove a subcommand, so the top level is rebuilt around the others).
+fn without_hidden(command: &clap::Command) -> clap::Command {
+    let mut public = clap::Command::new("remixd")
+        .version(crate::VERSION)
+        .args(command.get_arguments().cloned())
+        .subcommands(
+            command
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set())
+                .cloned(),
+        );
+    if let Some(about) = command.get_about() {
+        public = public.about(about.clone());
+    }
+    public
+}
+
+/// One page for all subcommands, each with its full usage, instead of `clap_mangen`'s list of
+/// `remixd-run(1)`-style pages that would not exist.
+fn write_man_commands(command: &mut clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
+    command.build();
+    writeln!(out, ".SH COMMANDS")?;
+    for sub in command.get_subcommands_mut() {
+        if sub.is_hide_set() || sub.get_name() == "help" {
+            continue;
+        }
+        let about = sub.get_about().map(ToString::to_string).unwrap_or_default();
+        let usage = sub.render_usage().to_string();
+        let usage = usage.trim_start_matches("Usage: ").trim();
+        writeln!(
+            out,
+            ".SS \"{}\"\n{}",
+            roff_escape(usage),
+            roff_escape(&about)
+        )?;
+        let mut options = Vec::new();
+        clap_mangen::Man::new(sub.clone()).render_options_section(&mut options)?;
+        // Only the option list: the page's preamble and heading are already out.
+        for line in String::from_utf8_lossy(&options).lines() {
+            if !(line.starts_with(".SH") || line.starts_with(".ie") || line.starts_with(".el")) {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Text safe in a roff line: backslashes and hyphen-minus spelled out, no leading dot.
+fn roff_escape(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with(['.', '\'']) {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
+}
+
+/// The man page's sections that clap does not know: exit statuses, files, where to read on.
+const MAN_EXTRA: &str = r#".SH "EXIT STATUS"
+.TP
+0
+A clean run or a clean stop.
+.TP
+1
+A fatal error other than a bad config (the cause is printed on stderr).
+.TP
+2
+A bad config or bad usage (one line on stderr names the key), or problems found by \fBcheck\fR.
+.SH FILES
+.TP
+/etc/remixd/config.yaml
+The config used when neither \fB\-c\fR nor \fBREMIXD_CONFIG\fR says otherwise.
+.TP
+/usr/share/doc/remixd/config.example.yaml
+Every config key with its default and a comment.
+.TP
+/srv/remix/inbox, /srv/remix/outbox, /srv/remix/quarantine
+The shared folders of the packaged service (group \fBremix\fR).
+.SH "SEE ALSO"
+\fBsystemctl\fR(1), \fBjournalctl\fR(1), /usr/share/doc/remixd/README.md
+"#;
 
 fn load(arg: &ConfigArg, overrides: Overrides) -> Result<Config, DaemonError> {
     Ok(config::load(
@@ -137,7 +262,7 @@ fn run(args: &RunArgs) -> Result<(), DaemonError> {
     };
     let result = runtime.block_on(daemon::run(config, options, shutdown));
     if let Err(e) = &result {
-        tracing::error!(event = "daemon.failed", error = %e, "remixd stopped on a fatal error");
+        tracing::error!(event = "daemon.failed", error = %crate::error::chain(e), "remixd stopped on a fatal error");
     }
     result
 }
@@ -174,7 +299,6 @@ fn apply_umask(umask: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -187,6 +311,13 @@ mod tests {
         assert!(cli.command.is_none());
         assert!(cli.run.once);
         assert_eq!(cli.run.config.config, Some(PathBuf::from("x.yaml")));
+    }
+
+    #[test]
+    fn generate_is_hidden_from_help() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("requeue"), "{help}");
+        assert!(!help.contains("generate"), "{help}");
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), DaemonError> {
     config.prepare_folders()?;
-    let api = ApiClient::new(&config.api).map_err(|e| DaemonError::Http(e.to_string()))?;
+    let api = ApiClient::new(&config.api).map_err(DaemonError::Http)?;
     let scope = Scope {
         inbox: config.inbox.clone(),
         exclude: vec![

@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// An I/O failure with what was being done and where, ready for a one-line message.
@@ -92,10 +92,7 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn copy_durable(from: &Path, to: &Path) -> io::Result<()> {
     let dir = parent_of(to);
     let mut src = open_nofollow(from)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .suffix(".part")
-        .tempfile_in(dir)?;
+    let mut tmp = temp_file_in(dir)?;
     io::copy(&mut src, tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     tmp.persist(to).map_err(|e| e.error)?;
@@ -122,14 +119,22 @@ pub fn write_json<T: serde::Serialize>(
 /// # Errors
 /// Any I/O error; the temporary file is removed on failure.
 pub fn write_durable_via(scratch: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .suffix(".part")
-        .tempfile_in(scratch)?;
+    let mut tmp = temp_file_in(scratch)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(parent_of(path))
+}
+
+/// A new hidden temporary file in `dir`, created 0666 less the umask like any other file
+/// remixd makes: `tempfile`'s own 0600 would survive the rename into place and shut the
+/// group out of `metadata.json` and `error.json`.
+fn temp_file_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(".tmp-")
+        .suffix(".part")
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
 }
 
 /// Renames `from` to `to` and syncs both folders, so the rename survives a crash.
@@ -248,6 +253,32 @@ mod tests {
         assert_eq!(fs::read(&path).expect("read"), b"two");
         let names: Vec<_> = fs::read_dir(dir.path()).expect("list").collect();
         assert_eq!(names.len(), 1);
+    }
+
+    /// The process umask, read without changing it (other tests run in parallel threads).
+    fn current_umask() -> u32 {
+        let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .expect("an Umask: line (Linux 4.7 or newer)");
+        u32::from_str_radix(line.trim(), 8).expect("octal umask")
+    }
+
+    /// Issue 11: `metadata.json` and `error.json` were 0600 whatever the umask, so the
+    /// folders' group could not read them.
+    #[test]
+    fn durable_writes_follow_the_umask_not_tempfiles_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let written = dir.path().join("metadata.json");
+        write_durable(&written, b"{}").expect("write");
+        let copied = dir.path().join("copy.png");
+        copy_durable(&written, &copied).expect("copy");
+        let wanted = 0o666 & !current_umask();
+        for path in [&written, &copied] {
+            let mode = fs::metadata(path).expect("stat").permissions().mode() & 0o7777;
+            assert_eq!(mode, wanted, "{} is {mode:o}", path.display());
+        }
     }
 
     #[test]

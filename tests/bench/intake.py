@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmarks what remixd's intake and pipeline cost, through the real release binary and the
-test fake API (tests/bench/fake_api_server.rs) on loopback, answering at once.
+test fake API (`system_helper serve`, tests/system/helper.rs) on loopback, answering at once.
 
     tests/bench/intake.py [--sizes 500,2000,8000,20000] [--only drop,backlog,idle,latency]
 
@@ -43,13 +43,13 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def build():
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     out = subprocess.run(
-        ["cargo", "test", "--release", "--quiet", "--test", "fake_api_server", "--no-run",
+        ["cargo", "test", "--release", "--quiet", "--test", "system_helper", "--no-run",
          "--message-format=json"],
         cwd=ROOT, check=True, capture_output=True, text=True).stdout
     fake = None
     for line in out.splitlines():
         msg = json.loads(line)
-        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "fake_api_server":
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "system_helper":
             fake = msg["executable"]
     return os.path.join(ROOT, "target", "release", "remixd"), fake
 
@@ -90,12 +90,12 @@ def move_all(staging, inbox):
 
 class Fake:
     def __init__(self, binary):
-        self.proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([binary, "serve", "0"], stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         self.url = line.split()[-1]
 
     def stop(self):
-        self.proc.stdin.close()
+        self.proc.kill()
         self.proc.wait(timeout=10)
 
 

@@ -162,3 +162,63 @@ fn config_from_env_with_paths_relative_to_its_folder() {
         "remixd created files in its working directory"
     );
 }
+
+/// Issue 11: on a system without CA certificates remixd said only "cannot set up the HTTP
+/// client: builder error" and the cause was lost. SPEC.md, Running it: a fatal error exits 1;
+/// its whole cause chain is printed.
+#[test]
+fn fatal_error_prints_its_whole_cause_chain_no_ca_certificates() {
+    let env = TestEnv::new();
+    env.config().write();
+    let no_certs = env.root().join("no-certs");
+    std::fs::create_dir(&no_certs).unwrap();
+    let cfg = env.config_path.to_string_lossy().into_owned();
+    // rustls-native-certs reads only these when they are set: an empty system trust store.
+    let output = command(env.root(), &["run", "-c", &cfg, "--once"], Some(API_KEY))
+        .env("SSL_CERT_FILE", no_certs.join("none.pem"))
+        .env("SSL_CERT_DIR", &no_certs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("remixd: "))
+        .unwrap_or_else(|| panic!("no remixd: line on stderr: {stderr}"));
+    assert!(
+        line.contains("cannot set up the HTTP client: builder error: ")
+            && line.contains("No CA certificates were loaded from the system"),
+        "the line lacks the cause: {line}"
+    );
+}
+
+/// Issue 11: the package's shell completions and man page come from the clap definition
+/// through the hidden `remixd generate`.
+#[test]
+fn generate_writes_completions_and_the_man_page() {
+    let env = TestEnv::new();
+    for (shell, marker) in [
+        ("bash", "complete -F _remixd"),
+        ("zsh", "#compdef remixd"),
+        ("fish", "complete -c remixd"),
+    ] {
+        let (status, stdout, stderr) =
+            run_to_end(env.root(), &["generate", "completions", shell], None);
+        assert_eq!(status.code(), Some(0), "{shell}: {stderr}");
+        assert!(stdout.contains(marker), "{shell} completion: {stdout}");
+        assert!(stdout.contains("requeue"), "{shell} lacks requeue");
+        assert!(!stdout.contains("generate"), "{shell} offers generate");
+    }
+    let (status, man, stderr) = run_to_end(env.root(), &["generate", "man"], None);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    for part in [
+        ".TH remixd 1",
+        ".SH COMMANDS",
+        "remixd requeue",
+        ".SH \"EXIT STATUS\"",
+    ] {
+        assert!(man.contains(part), "the man page lacks {part}: {man}");
+    }
+    let (status, _, _) = run_to_end(env.root(), &["generate", "completions", "tcsh"], None);
+    assert_eq!(status.code(), Some(2), "an unknown shell is bad usage");
+}

@@ -27,6 +27,7 @@ mod hostile;
 mod inbox;
 mod logs;
 mod many;
+mod modes;
 mod outage;
 mod pipeline;
 mod quarantine;
