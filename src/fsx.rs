@@ -2,10 +2,12 @@
 //! survive power loss, and open inbox entries without following links. The journal,
 //! `metadata.json` and `error.json` are written through nothing else.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 /// An I/O failure with what was being done and where, ready for a one-line message.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,66 @@ impl<T> Context<T> for io::Result<T> {
 /// When the folder cannot be opened or synced.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// As [`sync_dir`], for a folder many jobs change at once (the jobs folder, an inbox or
+/// outbox folder): a caller waits for a sync that started after its own change, so jobs
+/// changing the folder together share one `fsync` (group commit).
+///
+/// # Errors
+/// When the folder cannot be opened or synced.
+pub fn sync_dir_shared(dir: &Path) -> io::Result<()> {
+    static SYNCS: OnceLock<SharedSyncs> = OnceLock::new();
+    SYNCS.get_or_init(SharedSyncs::default).sync(dir)
+}
+
+/// Per folder: how many syncs were asked for, and how many of those the last finished sync
+/// covered.
+#[derive(Default)]
+struct SharedSyncs {
+    folders: Mutex<HashMap<PathBuf, SyncRound>>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct SyncRound {
+    asked: u64,
+    covered: u64,
+    running: bool,
+}
+
+impl SharedSyncs {
+    fn sync(&self, dir: &Path) -> io::Result<()> {
+        let mut folders = self.folders.lock().unwrap_or_else(PoisonError::into_inner);
+        let round = folders.entry(dir.to_path_buf()).or_default();
+        round.asked += 1;
+        let mine = round.asked;
+        loop {
+            let round = folders.entry(dir.to_path_buf()).or_default();
+            if round.covered >= mine {
+                return Ok(());
+            }
+            if !round.running {
+                // Everything asked until now changed the folder before this sync starts.
+                round.running = true;
+                let covers = round.asked;
+                drop(folders);
+                let synced = sync_dir(dir);
+                folders = self.folders.lock().unwrap_or_else(PoisonError::into_inner);
+                let round = folders.entry(dir.to_path_buf()).or_default();
+                round.running = false;
+                if synced.is_ok() {
+                    round.covered = round.covered.max(covers);
+                }
+                self.done.notify_all();
+                return synced;
+            }
+            folders = self
+                .done
+                .wait(folders)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -165,7 +227,7 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
         }
     }
     match fs::create_dir(dir) {
-        Ok(()) => sync_dir(parent_of(dir)),
+        Ok(()) => sync_dir_shared(parent_of(dir)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
         Err(e) => Err(e),
     }
@@ -190,11 +252,10 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
 /// # Errors
 /// Any I/O error; a half-made temporary copy is removed.
 pub fn move_dir_durable(from: &Path, to: &Path) -> io::Result<()> {
+    // The source's folder is not synced: should the old name come back after a crash,
+    // recovery finds both and removes the source (src/job/journal.rs, step 6).
     match fs::rename(from, to) {
-        Ok(()) => {
-            sync_dir(parent_of(to))?;
-            return sync_dir(parent_of(from));
-        }
+        Ok(()) => return sync_dir_shared(parent_of(to)),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
         Err(e) => return Err(e),
     }
@@ -210,8 +271,7 @@ pub fn move_dir_durable(from: &Path, to: &Path) -> io::Result<()> {
         let _ = fs::remove_dir_all(&staging);
         return Err(e);
     }
-    fs::remove_dir_all(from)?;
-    sync_dir(parent_of(from))
+    fs::remove_dir_all(from)
 }
 
 fn copy_tree_synced(from: &Path, to: &Path) -> io::Result<()> {

@@ -70,7 +70,7 @@ pub(crate) fn in_flight(work_dir: &Path) -> Vec<Flight> {
             let Ok(bytes) = std::fs::read(entry.path().join("job.json")) else {
                 continue;
             };
-            if let Ok(j) = serde_json::from_slice::<Journal>(&bytes) {
+            if let Ok(j) = crate::job::journal::last_record::<Journal>(&bytes) {
                 let since = j.timings.and_then(|t| t.claimed_at.or(t.detected_at));
                 found.push(Flight {
                     file: j.source.rel_path().to_string_lossy().into_owned(),

@@ -1,35 +1,48 @@
-//! The journal: one `job.json` per job folder, rewritten durably at every stage change.
+//! The journal: one `job.json` per job folder, a record appended durably at every stage
+//! change (format 2; a format-1 file, one JSON document, still loads and takes appends).
 //!
-//! A job folder is `<work_dir>/owners/<owner>/jobs/<job_id>/` (see [`super::lease`]) holding `job.json` and `files/` (the claimed
-//! input, its sidecar, downloaded outputs, then `metadata.json` or `error.json`). The order of
-//! durable steps, and what each must have synced before the next may start:
+//! A job folder is `<work_dir>/owners/<owner>/jobs/<job_id>/` (see [`super::lease`]) holding
+//! `job.json` and `files/` (the claimed input, its sidecar, downloaded outputs, then
+//! `metadata.json` or `error.json`). The order of durable steps, what each must have synced
+//! before the next may start, and why no other sync is needed:
 //!
-//! 1. Create the job folder and `files/` (parent folders synced), write `job.json` with stage
-//!    `claiming`, naming the input and sidecar: recovery can now finish or undo the claim.
+//! 1. Create the job folder, syncing the jobs folder (its name must survive before anything
+//!    is moved into it), and `files/`; write `job.json` whole with stage `claiming`, naming
+//!    the input and sidecar (a temporary file, synced, renamed, the job folder synced, which
+//!    also makes `files/` durable): recovery can now finish or undo the claim.
 //! 2. Rename the input, then the sidecar, from the inbox into `files/`; sync `files/` and the
-//!    inbox folder. The rename of the input decides who owns it; nothing is copied.
-//! 3. Journal `claimed`. Then, before each request, journal `submitting {attempt}`; a crash
-//!    here means the request may or may not have reached the API, and recovery sends it again
-//!    (logged as `job.resubmitted`): there is no answer to reuse.
-//! 4. Journal `responded {answer}` (synced) before downloading anything: from here the job is
-//!    never submitted again; recovery downloads the recorded URLs.
-//! 5. Each output goes to a `.part` file, synced, checked, renamed to its final name, and
-//!    `files/` synced; a `.part` left by a crash is discarded and fetched again.
-//! 6. Write `metadata.json` (or `error.json`) into `files/` durably, journal `publishing
-//!    {dest}` (or `quarantining {dest, error}`), then move `files/` to `dest` in one rename
-//!    (or a synced copy and rename across filesystems), sync both parents.
+//!    inbox folder. The rename of the input decides who owns it; nothing is copied. `claimed`
+//!    is not journaled: recovery of `claiming` with the inputs in `files/` does what it would.
+//! 3. Before each request, append `submitting {attempt}` (`fdatasync`: an append needs no
+//!    new name, so no folder sync); a crash here means the request may or may not have
+//!    reached the API, and recovery sends it again (logged as `job.resubmitted`): there is
+//!    no answer to reuse.
+//! 4. Append `responded {answer}` (`fdatasync`) before downloading anything: from here the
+//!    job is never submitted again; recovery downloads the recorded URLs.
+//! 5. Each output goes to a `.part` file, synced, checked, and renamed to its final name.
+//!    `files/` is not synced here (step 6 does it): an output whose name did not survive a
+//!    crash is fetched again; a `.part` left by a crash is discarded and fetched again.
+//! 6. Write `metadata.json` (or `error.json`) into `files/` whole (synced, renamed, `files/`
+//!    synced, which also covers step 5's renames), append `publishing {dest}` (or
+//!    `quarantining {dest, error}`), then move `files/` to `dest` in one rename and sync
+//!    `dest`'s parent. The job folder is not synced: recovery that finds both `dest` (naming
+//!    this job in its `metadata.json`/`error.json`) and `files/` only removes `files/`.
 //!    Across filesystems the move is a copy into a hidden `.remixd-incoming-*` folder beside
-//!    `dest` (each file and the folder synced), one rename to `dest`, then the source removed;
-//!    recovery that finds both `dest` (naming this job in its `metadata.json`/`error.json`) and
-//!    `files/` only removes `files/`. Before step 6 remixd's own dot-named temporaries are
-//!    removed from `files/`, so none reaches the outbox.
-//! 7. Remove the job folder (only `job.json` is left in it). A crash between 6 and 7 is seen at
-//!    recovery as a `publishing` job whose `files/` is gone: it only needs removing.
+//!    `dest` (each file and the folder synced), one rename to `dest`, then the source removed.
+//!    Before step 6 remixd's own dot-named temporaries are removed from `files/`, so none
+//!    reaches the outbox.
+//! 7. Remove `job.json` and the job folder, not synced: a folder that comes back after a
+//!    crash is a `publishing` job whose `files/` is gone, which recovery only removes.
 //!
-//! A local failure at any step (no space, read-only) leaves the journal as it was; the job waits
-//! and retries the step, and no new input is claimed meanwhile.
+//! Folders many jobs change at once (the jobs folder, inbox and outbox folders) are synced
+//! through [`crate::fsx::sync_dir_shared`], so jobs that change one together share a sync.
+//! An append cut short by a crash or a full disk is skipped when the journal is read: the
+//! stage before it stands, and nothing was done on the strength of it. A local failure at
+//! any step (no space, read-only) leaves the journal as it was; the job waits and retries the
+//! step, and no new input is claimed meanwhile.
 
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{JOURNAL_FORMAT, JobId, JobRecord};
@@ -94,28 +107,53 @@ impl JobDir {
         self.root.join(JOURNAL_FILE)
     }
 
-    /// Creates the job folder and `files/`, syncing their parents.
+    /// Creates the job folder and `files/`. The jobs folder is synced (the job folder's own
+    /// name must survive before anything is moved into it); the job folder itself is synced
+    /// by the first journal write, which comes before any rename into `files/`.
     pub fn create(&self) -> Result<(), FsError> {
-        fsx::create_dir_all_durable(&self.files()).context("creating the job folder", &self.root)
+        fsx::create_dir_all_durable(&self.root).context("creating the job folder", &self.root)?;
+        let files = self.files();
+        match fs::create_dir(&files) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(e).context("creating the job folder", &files)
+            }
+            _ => Ok(()),
+        }
     }
 
-    /// Writes the journal durably.
+    /// Records `record` durably: the first record is written whole (a temporary file, synced,
+    /// renamed, the folder synced); each later one is appended and `fdatasync`ed, which needs
+    /// no new file and no folder sync.
     pub fn write(&self, record: &JobRecord) -> Result<(), FsError> {
         let path = self.journal_path();
         // Not scrubbed: the journal keeps the answer exactly, so a resumed job can use it.
-        fsx::write_json(&path, record, std::convert::identity)
-            .context("writing the job journal", &path)
+        let mut bytes = serde_json::to_vec(record)
+            .map_err(std::io::Error::other)
+            .context("writing the job journal", &path)?;
+        match fs::OpenOptions::new().append(true).open(&path) {
+            Ok(mut file) => {
+                // The leading newline parts this record from one cut short by a crash or a
+                // full disk, which the reader then skips.
+                bytes.insert(0, b'\n');
+                file.write_all(&bytes)
+                    .and_then(|()| file.sync_data())
+                    .context("appending to the job journal", &path)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fsx::write_durable(&path, &bytes).context("writing the job journal", &path)
+            }
+            Err(e) => Err(e).context("appending to the job journal", &path),
+        }
     }
 
-    /// Reads the journal.
+    /// Reads the journal: its last whole record.
     pub fn read(&self) -> Result<JobRecord, JournalError> {
         let path = self.journal_path();
         let bytes = fs::read(&path).context("reading the job journal", &path)?;
-        let record: JobRecord =
-            serde_json::from_slice(&bytes).map_err(|e| JournalError::Corrupt {
-                path: path.display().to_string(),
-                problem: e.to_string(),
-            })?;
+        let record: JobRecord = last_record(&bytes).map_err(|problem| JournalError::Corrupt {
+            path: path.display().to_string(),
+            problem,
+        })?;
         if record.format > JOURNAL_FORMAT {
             return Err(JournalError::Corrupt {
                 path: path.display().to_string(),
@@ -153,12 +191,41 @@ impl JobDir {
                 }
             }
         }
-        fs::remove_dir(&self.root).context("removing a finished job folder", &self.root)?;
-        if let Some(parent) = self.root.parent() {
-            fsx::sync_dir(parent).context("syncing the work area", parent)?;
-        }
-        Ok(())
+        // Not synced: a job folder that comes back after a crash holds a journal that says
+        // `publishing` or `quarantining` with no `files/`, which recovery only removes.
+        fs::remove_dir(&self.root).context("removing a finished job folder", &self.root)
     }
+}
+
+/// The last whole record of a journal. Format 1 is one JSON document (pretty-printed);
+/// format 2 appends one line per stage change, each after a newline. A record cut short
+/// (a crash or a full disk during an append) is skipped: the stage before it stands, and
+/// nothing was done on the strength of a record that never became durable.
+///
+/// Generic so that readers of a part of the record (the gallery's "now" box) share the rule.
+pub fn last_record<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut last = None;
+    let mut problem = String::from("the file is empty");
+    let mut at = 0;
+    while at < bytes.len() {
+        let mut stream = serde_json::Deserializer::from_slice(&bytes[at..]).into_iter();
+        match stream.next() {
+            Some(Ok(record)) => {
+                last = Some(record);
+                at += stream.byte_offset();
+            }
+            Some(Err(e)) => {
+                problem = e.to_string();
+                // Go on at the next record, which starts at a line's first character.
+                match bytes[at + 1..].windows(2).position(|w| w == b"\n{") {
+                    Some(next) => at += 1 + next + 1,
+                    None => break,
+                }
+            }
+            None => break,
+        }
+    }
+    last.ok_or(problem)
 }
 
 /// Every job folder in the jobs folder `jobs`, oldest id first.
@@ -239,6 +306,59 @@ mod tests {
             job.write(&record).expect("write");
             assert_eq!(job.read().expect("read"), record);
         }
+    }
+
+    /// The format-1 fixture read the way recovery reads it, and a format-1 journal that a
+    /// newer remixd goes on appending to.
+    #[test]
+    fn a_format_1_file_reads_whole_and_takes_appends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = JobDir::new(dir.path(), &JobId::new());
+        job.create().expect("create");
+        fs::write(job.journal_path(), V1_RESPONDED).expect("fixture");
+        let mut record = job.read().expect("format 1 through the reader");
+        assert!(matches!(record.stage, Stage::Responded { .. }));
+        record.stage = Stage::Publishing {
+            dest: "/o/a".into(),
+        };
+        job.write(&record).expect("append");
+        assert_eq!(job.read().expect("read"), record);
+    }
+
+    /// A record cut short (a crash mid-append, or a full disk) is skipped: the stage before
+    /// it stands, and a whole record appended after it is still found.
+    #[test]
+    fn a_record_cut_short_is_skipped_wherever_it_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = JobDir::new(dir.path(), &JobId::new());
+        job.create().expect("create");
+        let mut record: JobRecord = serde_json::from_str(V1_RESPONDED).expect("fixture");
+        record.stage = Stage::Submitting { attempt: 1 };
+        job.write(&record).expect("first");
+        let responded: JobRecord = serde_json::from_str(V1_RESPONDED).expect("fixture");
+        let whole = serde_json::to_vec(&responded).expect("json");
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(job.journal_path())
+            .expect("open");
+        file.write_all(b"\n").expect("newline");
+        file.write_all(&whole[..whole.len() / 2]).expect("torn");
+        assert_eq!(
+            job.read().expect("read").stage,
+            Stage::Submitting { attempt: 1 },
+            "a torn last record leaves the stage before it"
+        );
+        job.write(&responded).expect("appended after the torn one");
+        assert_eq!(job.read().expect("read"), responded);
+    }
+
+    #[test]
+    fn a_journal_with_no_whole_record_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = JobDir::new(dir.path(), &JobId::new());
+        job.create().expect("create");
+        fs::write(job.journal_path(), &V1_RESPONDED.as_bytes()[..100]).expect("torn");
+        assert!(matches!(job.read(), Err(JournalError::Corrupt { .. })));
     }
 
     #[test]

@@ -301,7 +301,7 @@ pub const METADATA_FILE: &str = "metadata.json";
 pub const ERROR_FILE: &str = "error.json";
 
 /// The journal format this build writes.
-pub const JOURNAL_FORMAT: u32 = 1;
+pub const JOURNAL_FORMAT: u32 = 2;
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use crate::job::{Input, JOURNAL_FORMAT, JobId, JobRecord, SourceRef, Stage, Timi
 /// What became of a claim.
 #[derive(Debug)]
 pub enum Claim {
-    /// The input is in the job folder; the journal says `claimed`.
+    /// The input is in the job folder (the journal still says `claiming`).
     Taken(JobDir, Box<JobRecord>),
     /// The input was gone (another process took it, or its owner removed it).
     Lost,
@@ -52,8 +52,8 @@ pub fn claim(inbox: &Path, jobs: &Path, req: ClaimRequest) -> Result<Claim, FsEr
     finish(inbox, &dir, &mut record)
 }
 
-/// Moves whatever of the claim is still in the inbox into the job folder and journals
-/// `claimed`; also the recovery of a `claiming` job.
+/// Moves whatever of the claim is still in the inbox into the job folder; also the recovery
+/// of a `claiming` job.
 pub fn finish(inbox: &Path, dir: &JobDir, record: &mut JobRecord) -> Result<Claim, FsError> {
     let files = dir.files();
     let from_dir = inbox.join(record.source.subdir_path());
@@ -67,10 +67,12 @@ pub fn finish(inbox: &Path, dir: &JobDir, record: &mut JobRecord) -> Result<Clai
         }
     }
     fsx::sync_dir(&files).context("syncing the job folder", &files)?;
-    fsx::sync_dir(&from_dir).context("syncing the inbox folder", &from_dir)?;
+    fsx::sync_dir_shared(&from_dir).context("syncing the inbox folder", &from_dir)?;
     record.timings.claimed_at = Some(SystemTime::now());
+    // Not journaled: recovery of a `claiming` job whose inputs are all in `files/` does
+    // exactly what `claimed` would, so the next record written is `submitting` (or the
+    // verdict of the checks).
     record.stage = Stage::Claimed;
-    dir.write(record)?;
     Ok(Claim::Taken(dir.clone(), Box::new(record.clone())))
 }
 

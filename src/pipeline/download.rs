@@ -23,7 +23,7 @@ use crate::api::Answer;
 use crate::api::client::error_chain;
 use crate::api::public_only::{self, NotPublic};
 use crate::config::RetryConfig;
-use crate::fsx::{self, Context, FsError};
+use crate::fsx::{Context, FsError};
 use crate::image_info::{ImageFormat, SNIFF_LEN, sniff};
 use crate::job::describe::hash_file;
 use crate::job::verdict::{Reason, Verdict};
@@ -191,7 +191,9 @@ async fn keep(
 ) -> Result<Downloaded, DownloadError> {
     let target = dir.join(&file);
     let (from, to) = (part.to_path_buf(), target.clone());
-    match tokio::task::spawn_blocking(move || fsx::rename_durable(&from, &to)).await {
+    // Not synced here: the folder is synced when metadata.json (or error.json) is written
+    // into it, before the journal moves on; until then recovery fetches what is missing.
+    match tokio::task::spawn_blocking(move || std::fs::rename(&from, &to)).await {
         Ok(Ok(())) => Ok(Downloaded {
             file,
             bytes: kept.bytes,
