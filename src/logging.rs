@@ -158,62 +158,247 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = SpanFields::default();
-        event.record(&mut fields);
-        let mut spans = Vec::new();
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope {
-                if let Some(recorded) = span.extensions().get::<SpanFields>() {
-                    spans.extend(recorded.0.iter().cloned());
-                }
-            }
-        }
-        let level = *event.metadata().level();
-        // Serializing JSON values into memory cannot fail; if it ever did, there is nowhere
-        // to report it but the log itself.
-        let Ok(line) = render_line(level, &fields.0, &spans) else {
-            return;
-        };
-        let line = crate::secrets::scrub_bytes(line);
-        // A closed or full stdout must not stop the daemon; the line is lost either way.
-        let _ = self.make_writer.make_writer().write_all(&line);
+        LINE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => self.write_event(&mut line, event, &ctx),
+            // A field's Debug that logs while this line is built: it gets its own buffers.
+            Err(_) => self.write_event(&mut LineBuffers::default(), event, &ctx),
+        });
     }
 }
 
-/// One log line, newline included. Keys appear once: the common ones first, then the
-/// event's fields, then span fields from the innermost span out.
-fn render_line(
-    level: Level,
-    event_fields: &[(&'static str, Value)],
-    span_fields: &[(&'static str, Value)],
-) -> Result<Vec<u8>, serde_json::Error> {
-    let take = |name: &str, fields: &[(&str, Value)]| {
-        fields
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let event = take("event", event_fields).unwrap_or_else(|| Value::from("log"));
-    let message = take("message", event_fields).unwrap_or_else(|| Value::from(""));
-    let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+impl<W> JsonLayer<W>
+where
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn write_event<S>(&self, line: &mut LineBuffers, event: &Event<'_>, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        line.clear();
+        let mut lead = Lead {
+            event: &mut line.event,
+            message: &mut line.message,
+        };
+        event.record(&mut lead);
+        // Serializing into memory cannot fail; if it ever did, there is nowhere to report it
+        // but the log itself.
+        if render_line(
+            &mut line.out,
+            &mut line.scratch,
+            &line.event,
+            &line.message,
+            event,
+            ctx,
+        )
+        .is_err()
+        {
+            return;
+        }
+        line.out.push(b'\n');
+        let out = crate::secrets::scrub_line(&line.out);
+        // A closed or full stdout must not stop the daemon; the line is lost either way.
+        let _ = self.make_writer.make_writer().write_all(&out);
+    }
+}
 
-    let mut out = Vec::with_capacity(256);
-    let mut ser = serde_json::Serializer::new(&mut out);
-    let mut map = ser.serialize_map(None)?;
-    map.serialize_entry("timestamp", &timestamp)?;
-    map.serialize_entry("level", level_name(level))?;
-    map.serialize_entry("event", &event)?;
-    map.serialize_entry("message", &message)?;
-    let mut seen = vec!["timestamp", "level", "event", "message"];
-    for (key, value) in event_fields.iter().chain(span_fields) {
-        if !seen.contains(key) {
-            seen.push(key);
-            map.serialize_entry(key, value)?;
+thread_local! {
+    /// Each thread's buffers for the line it is writing, reused so that a line costs no
+    /// allocation once they have grown to fit.
+    static LINE: std::cell::RefCell<LineBuffers> = std::cell::RefCell::default();
+}
+
+#[derive(Default)]
+struct LineBuffers {
+    out: Vec<u8>,
+    event: String,
+    message: String,
+    scratch: String,
+}
+
+impl LineBuffers {
+    fn clear(&mut self) {
+        self.out.clear();
+        self.event.clear();
+        self.message.clear();
+        self.scratch.clear();
+    }
+}
+
+/// The two fields that lead every line: `event` and `message`.
+struct Lead<'a> {
+    event: &'a mut String,
+    message: &'a mut String,
+}
+
+impl Visit for Lead<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "event" => self.event.push_str(value),
+            "message" => self.message.push_str(value),
+            _ => {}
         }
     }
-    map.end()?;
-    out.push(b'\n');
-    Ok(out)
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        let target = match field.name() {
+            "event" => &mut *self.event,
+            "message" => &mut *self.message,
+            _ => return,
+        };
+        let _ = write!(target, "{value:?}");
+    }
+}
+
+/// One log line, into `out`. Keys appear once: the common ones first, then the event's
+/// fields, then span fields from the innermost span out. Nothing is copied: event fields
+/// are written as they are visited, span fields from the span's own record.
+fn render_line<S>(
+    out: &mut Vec<u8>,
+    scratch: &mut String,
+    event_name: &str,
+    message: &str,
+    event: &Event<'_>,
+    ctx: &Context<'_, S>,
+) -> Result<(), serde_json::Error>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let mut ser = serde_json::Serializer::new(out);
+    let mut map = ser.serialize_map(None)?;
+    let timestamp = humantime::format_rfc3339_millis(SystemTime::now());
+    map.serialize_entry("timestamp", &Displayed(&timestamp))?;
+    map.serialize_entry("level", level_name(*event.metadata().level()))?;
+    map.serialize_entry(
+        "event",
+        if event_name.is_empty() {
+            "log"
+        } else {
+            event_name
+        },
+    )?;
+    map.serialize_entry("message", message)?;
+    let mut seen = Seen::default();
+    let mut fields = FieldWriter {
+        map: &mut map,
+        scratch,
+        seen: &mut seen,
+        error: None,
+    };
+    event.record(&mut fields);
+    if let Some(e) = fields.error {
+        return Err(e);
+    }
+    if let Some(scope) = ctx.event_scope(event) {
+        for span in scope {
+            if let Some(recorded) = span.extensions().get::<SpanFields>() {
+                for (key, value) in &recorded.0 {
+                    if seen.insert(key) {
+                        map.serialize_entry(key, value)?;
+                    }
+                }
+            }
+        }
+    }
+    map.end()
+}
+
+/// The keys a line already has (a few; kept on the stack).
+struct Seen {
+    keys: [&'static str; 32],
+    len: usize,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        let mut keys = [""; 32];
+        keys[..4].copy_from_slice(&["timestamp", "level", "event", "message"]);
+        Self { keys, len: 4 }
+    }
+}
+
+impl Seen {
+    /// Whether `key` is new (and now seen).
+    fn insert(&mut self, key: &'static str) -> bool {
+        if self.keys[..self.len].contains(&key) {
+            return false;
+        }
+        if self.len < self.keys.len() {
+            self.keys[self.len] = key;
+            self.len += 1;
+        }
+        true
+    }
+}
+
+/// Writes an event's fields (but `event` and `message`) straight into the line.
+struct FieldWriter<'a, M> {
+    map: &'a mut M,
+    scratch: &'a mut String,
+    seen: &'a mut Seen,
+    error: Option<serde_json::Error>,
+}
+
+impl<M: SerializeMap<Error = serde_json::Error>> FieldWriter<'_, M> {
+    fn put(&mut self, field: &Field, value: &impl serde::Serialize) {
+        let name = field.name();
+        // Records bridged from the `log` crate carry their origin as fields; they add noise,
+        // not facts about the job.
+        if self.error.is_some() || name.starts_with("log.") || !self.seen.insert(name) {
+            return;
+        }
+        if let Err(e) = self.map.serialize_entry(name, value) {
+            self.error = Some(e);
+        }
+    }
+}
+
+impl<M: SerializeMap<Error = serde_json::Error>> Visit for FieldWriter<'_, M> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, &value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, &value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, &value);
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, &value);
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, &value);
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, &Displayed(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        if matches!(field.name(), "event" | "message") {
+            return;
+        }
+        self.scratch.clear();
+        let _ = write!(self.scratch, "{value:?}");
+        // A list logged with `?` (e.g. `changed = ?keys`) prints as a JSON array of strings;
+        // keep it a list so `jq '.changed[]'` works.
+        if self.scratch.starts_with('[') && self.scratch.ends_with(']') {
+            if let Ok(list @ Value::Array(_)) = serde_json::from_str::<Value>(self.scratch) {
+                return self.put(field, &list);
+            }
+        }
+        let text = std::mem::take(self.scratch);
+        self.put(field, &text.as_str());
+        *self.scratch = text;
+    }
+}
+
+/// Serializes anything `Display` as a JSON string, without an intermediate `String`.
+struct Displayed<'a, T: ?Sized>(&'a T);
+
+impl<T: std::fmt::Display + ?Sized> serde::Serialize for Displayed<'_, T> {
+    fn serialize<Z: serde::Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        serializer.collect_str(self.0)
+    }
 }
 
 fn level_name(level: Level) -> &'static str {

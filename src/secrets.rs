@@ -38,6 +38,19 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     out
 }
 
+/// A log line with every registered secret replaced: borrowed as it is (no copy, one scan
+/// per secret) unless a secret is in it.
+#[must_use]
+pub fn scrub_line(line: &[u8]) -> Cow<'_, [u8]> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Cow::Borrowed(line);
+    };
+    match scrub(text) {
+        Cow::Borrowed(_) => Cow::Borrowed(line),
+        Cow::Owned(clean) => Cow::Owned(clean.into_bytes()),
+    }
+}
+
 /// `bytes` (UTF-8 text such as a JSON document) with every registered secret replaced.
 #[must_use]
 pub fn scrub_bytes(bytes: Vec<u8>) -> Vec<u8> {
