@@ -161,6 +161,9 @@ fn header_value(http: &reqwest::Client, text: &str) -> Result<HeaderValue, reqwe
     }
 }
 
+/// How much of the image one read takes while uploading.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
 /// The form: the image streamed from its open file (memory does not grow with its size), then
 /// every field as a text part, in order.
 fn image_form(
@@ -178,7 +181,10 @@ fn image_form(
         return Err(std::io::Error::other("not a plain file")).context(ACTION, image);
     }
     let len = meta.len();
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    // Each read is a hop to the blocking pool; reading in large chunks keeps a typical image
+    // to one or two hops while memory stays bounded whatever the image's size.
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), UPLOAD_CHUNK);
     let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
         .file_name(file_name.to_owned())
         .mime_str(format.mime())
