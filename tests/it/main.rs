@@ -21,6 +21,7 @@ mod images;
 mod cli;
 mod crash;
 mod disk;
+mod fleet;
 mod fuzz;
 mod gallery;
 mod hostile;
