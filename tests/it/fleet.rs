@@ -142,7 +142,13 @@ impl Fleet {
 
     /// A config for host `i`: `env`'s folders as that host sees them, its own route on the
     /// fake API ([`crate::fake_api::Upload::via`]), and `extra` (the same for every host).
-    pub fn config(&self, env: &TestEnv, fake: &FakeApi, i: usize, extra: &[(&str, &str)]) -> PathBuf {
+    pub fn config(
+        &self,
+        env: &TestEnv,
+        fake: &FakeApi,
+        i: usize,
+        extra: &[(&str, &str)],
+    ) -> PathBuf {
         let m = &self.mounts[i];
         let on = |name: &str| m.join(name).display().to_string();
         env.config()
@@ -167,14 +173,21 @@ impl Fleet {
         let config = config.display().to_string();
         let base = command(env.root(), &["run", "-c", &config], Some(API_KEY));
         let mut cmd = Command::new("unshare");
-        cmd.args(["--uts", "--pid", "--fork", "--kill-child=SIGKILL", "sh", "-c"])
-            .arg("hostname \"$1\"; shift; \"$@\" & wait $!")
-            .arg("sh")
-            .arg(format!("host{i}"))
-            .arg(base.get_program())
-            .args(base.get_args())
-            .current_dir(env.root())
-            .stdin(Stdio::null());
+        cmd.args([
+            "--uts",
+            "--pid",
+            "--fork",
+            "--kill-child=SIGKILL",
+            "sh",
+            "-c",
+        ])
+        .arg("hostname \"$1\"; shift; \"$@\" & wait $!")
+        .arg("sh")
+        .arg(format!("host{i}"))
+        .arg(base.get_program())
+        .args(base.get_args())
+        .current_dir(env.root())
+        .stdin(Stdio::null());
         for (key, value) in base.get_envs() {
             match value {
                 Some(v) => cmd.env(key, v),
@@ -214,7 +227,11 @@ fn children(pid: u32) -> Vec<u32> {
 /// passes no signal on), then a clean exit, which ends the namespace.
 fn stop_host(d: &mut Daemon) {
     let remixd: Vec<u32> = children(d.pid()).into_iter().flat_map(children).collect();
-    assert_eq!(remixd.len(), 1, "one remixd under the host's init: {remixd:?}");
+    assert_eq!(
+        remixd.len(),
+        1,
+        "one remixd under the host's init: {remixd:?}"
+    );
     let pid = libc::pid_t::try_from(remixd[0]).unwrap();
     // SAFETY: kill(2) has no memory effects.
     #[allow(unsafe_code)]
@@ -264,9 +281,12 @@ fn fleet_a_killed_hosts_jobs_are_taken_over_after_the_lease() {
         d.wait_ready();
     }
     let rels = drop_many(&env, 0..45);
-    wait_long(&ds[1], "2 unfinished jobs on host1", Duration::from_secs(60), |e| {
-        unfinished(e).len() >= 2
-    });
+    wait_long(
+        &ds[1],
+        "2 unfinished jobs on host1",
+        Duration::from_secs(60),
+        |e| unfinished(e).len() >= 2,
+    );
     let before = Instant::now();
     let killed_at = SystemTime::now();
     ds[1].signal(libc::SIGKILL);
@@ -313,7 +333,11 @@ fn generated(fake: &FakeApi) -> usize {
     fake.uploads()
         .iter()
         .filter(|u| u.status == 200)
-        .map(|u| u.field("num_images").and_then(|n| n.parse().ok()).unwrap_or(1))
+        .map(|u| {
+            u.field("num_images")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1)
+        })
         .sum()
 }
 
@@ -357,10 +381,15 @@ fn fleet_the_daily_budget_holds_for_the_whole_deployment() {
         made as u64 <= 20 + peak,
         "{made} images generated: more than the budget (20) + the most in flight ({peak})"
     );
-    assert!(made >= 20, "only {made} images generated: the budget was not used");
+    assert!(
+        made >= 20,
+        "only {made} images generated: the budget was not used"
+    );
     assert_eq!(done, made, "every generated image is published");
     assert!(
-        walk_paths(&env.quarantine).iter().all(|p| !p.ends_with("error.json")),
+        walk_paths(&env.quarantine)
+            .iter()
+            .all(|p| !p.ends_with("error.json")),
         "nothing is quarantined"
     );
     let published_files: Vec<String> = walk_paths(&env.outbox)
@@ -370,7 +399,11 @@ fn fleet_the_daily_budget_holds_for_the_whole_deployment() {
     let pending: Vec<&String> = rels
         .iter()
         .filter(|r| {
-            let name = Path::new(r).file_name().unwrap().to_string_lossy().into_owned();
+            let name = Path::new(r)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             !published_files.contains(&name)
         })
         .collect();
@@ -416,10 +449,15 @@ fn fleet_three_processes_share_the_accounts_inflight_images() {
     }
     // Each process takes its share once it has seen the others' leases.
     for d in &ds {
-        wait_long(d, "a share for 3 live processes", Duration::from_secs(30), |e| {
-            e.iter()
-                .any(|e| e["event"] == "api.limits" && e["live_processes"] == 3)
-        });
+        wait_long(
+            d,
+            "a share for 3 live processes",
+            Duration::from_secs(30),
+            |e| {
+                e.iter()
+                    .any(|e| e["event"] == "api.limits" && e["live_processes"] == 3)
+            },
+        );
     }
     let rels = drop_many(&env, 0..60);
     let all: Vec<&Daemon> = ds.iter().collect();
@@ -433,9 +471,17 @@ fn fleet_three_processes_share_the_accounts_inflight_images() {
         stop_host(d);
         d.save_log(&format!("fleet-inflight-{name}"));
     }
-    eprintln!("fleet in flight: peak {peak} images at the API (limit 6); uploads per host {by_host:?}");
-    assert!(peak <= 6, "{peak} images were in flight at the API at once (limit 6)");
-    assert!(peak >= 3, "the peak ({peak}) shows the hosts did not work at once");
+    eprintln!(
+        "fleet in flight: peak {peak} images at the API (limit 6); uploads per host {by_host:?}"
+    );
+    assert!(
+        peak <= 6,
+        "{peak} images were in flight at the API at once (limit 6)"
+    );
+    assert!(
+        peak >= 3,
+        "the peak ({peak}) shows the hosts did not work at once"
+    );
     assert!(
         by_host.iter().all(|n| *n > 0),
         "every host took part: {by_host:?}"

@@ -18,6 +18,7 @@ mod env;
 mod fake_api;
 mod images;
 
+mod billing;
 mod cli;
 mod crash;
 mod disk;
