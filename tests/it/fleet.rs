@@ -169,7 +169,7 @@ impl Fleet {
     /// Starts remixd as host `i`: a UTS namespace named `host{i}` and a PID namespace whose
     /// init is a shell with remixd as its child. Killing the returned process (`unshare`)
     /// kills the whole namespace.
-    pub fn start_host(&self, env: &TestEnv, i: usize, config: &Path) -> Daemon {
+    pub fn start_host(env: &TestEnv, i: usize, config: &Path) -> Daemon {
         let config = config.display().to_string();
         let base = command(env.root(), &["run", "-c", &config], Some(API_KEY));
         let mut cmd = Command::new("unshare");
@@ -274,7 +274,7 @@ fn fleet_a_killed_hosts_jobs_are_taken_over_after_the_lease() {
     let mut ds: Vec<Daemon> = (0..3)
         .map(|i| {
             let config = fleet.config(&env, &fake, i, &[("lease", "5s")]);
-            fleet.start_host(&env, i, &config)
+            Fleet::start_host(&env, i, &config)
         })
         .collect();
     for d in &mut ds {
@@ -352,7 +352,7 @@ fn fleet_the_daily_budget_holds_for_the_whole_deployment() {
     fake.set_latency(Duration::from_millis(100), Duration::from_millis(400), 20);
     let extra = [("limits.daily_image_budget", "20"), ("lease", "3s")];
     let mut ds: Vec<Daemon> = (0..3)
-        .map(|i| fleet.start_host(&env, i, &fleet.config(&env, &fake, i, &extra)))
+        .map(|i| Fleet::start_host(&env, i, &fleet.config(&env, &fake, i, &extra)))
         .collect();
     for d in &mut ds {
         d.wait_ready();
@@ -442,7 +442,7 @@ fn fleet_three_processes_share_the_accounts_inflight_images() {
     fake.set_latency(Duration::from_millis(300), Duration::from_millis(900), 6);
     let extra = [("limits.inflight_images", "6"), ("lease", "3s")];
     let mut ds: Vec<Daemon> = (0..3)
-        .map(|i| fleet.start_host(&env, i, &fleet.config(&env, &fake, i, &extra)))
+        .map(|i| Fleet::start_host(&env, i, &fleet.config(&env, &fake, i, &extra)))
         .collect();
     for d in &mut ds {
         d.wait_ready();
