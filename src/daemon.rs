@@ -53,8 +53,12 @@ pub async fn run(
         ],
     };
     let owner = Owner::register(&config.work_dir)?;
-    let mut gate = Gate::new(&config);
-    gate.set_scratch(owner.root().to_path_buf());
+    let gate = Gate::new(&config);
+    gate.set_owner_dir(owner.root());
+    // A new process starts with its share, not with the whole account's limits.
+    if let Ok(now) = owner.renew() {
+        gate.set_live(owner.live_owners(config.lease, now));
+    }
     let gallery = Gallery::new(&config, &owner.id());
     let ctx = Arc::new(Ctx::new(config, gate, api, owner.jobs()).with_gallery(gallery.clone()));
     let gallery_stop = CancellationToken::new();
@@ -95,6 +99,7 @@ pub async fn run(
     });
     intake.run(&jobs, shutdown.token()).await;
     drain(&ctx, &jobs, &shutdown, intake.owner()).await;
+    ctx.gate.flush_usage();
     gallery_stop.cancel();
     let _ = gallery_task.await;
     if journal::list(&ctx.jobs).is_ok_and(|left| left.is_empty()) {

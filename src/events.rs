@@ -48,6 +48,9 @@ pub const API_PAUSED: &str = "api.paused";
 /// Submissions resumed after a pause.
 pub const API_RESUMED: &str = "api.resumed";
 
+/// This process's share of the account's API limits changed: live processes came or went,
+/// or a 429 named the account's in-flight limit (not in SPEC.md's table).
+pub const API_LIMITS: &str = "api.limits";
 /// A full reconcile scan of the inbox ran.
 pub const WATCH_RESCAN: &str = "watch.rescan";
 /// Which watch mode a folder got and why (not in SPEC.md's table).
@@ -75,6 +78,7 @@ pub const ALL: &[&str] = &[
     JOB_REQUEUED,
     API_PAUSED,
     API_RESUMED,
+    API_LIMITS,
     WATCH_RESCAN,
     WATCH_MODE,
 ];

@@ -4,7 +4,11 @@
 
 use std::error::Error as _;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use futures_util::StreamExt as _;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::multipart::{Form, Part};
@@ -21,6 +25,16 @@ const REMIX_PATH: &str = "/v1/ideogram-v3/remix";
 
 /// The largest answer read; a remix answer is a few KiB.
 pub const ANSWER_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// One request's outcome, and whether its whole upload went out (which decides whether a
+/// request left without an answer may have been billed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    /// What the answer means.
+    pub outcome: Outcome,
+    /// Every byte of the image was handed to the connection.
+    pub upload_completed: bool,
+}
 
 /// Talks to one provider's remix endpoint.
 #[derive(Debug, Clone)]
@@ -75,7 +89,8 @@ impl ApiClient {
     }
 
     /// Sends one request: `image` streamed from disk as the `image` part named `file_name`.
-    /// Connection errors and timeouts come back as [`Outcome::Transient`].
+    /// Connection errors and timeouts come back as [`Outcome::Transient`], with
+    /// [`Sent::upload_completed`] saying whether the upload had gone out whole.
     ///
     /// # Errors
     /// [`FsError`] when the local image cannot be opened; nothing was sent then.
@@ -85,8 +100,17 @@ impl ApiClient {
         file_name: &str,
         format: ImageFormat,
         request: &RemixRequest,
-    ) -> Result<Outcome, FsError> {
-        let form = image_form(image, file_name, format, request)?;
+    ) -> Result<Sent, FsError> {
+        let uploaded = Arc::new(AtomicBool::new(false));
+        let form = image_form(image, file_name, format, request, Arc::clone(&uploaded))?;
+        let outcome = self.send(form).await;
+        Ok(Sent {
+            outcome,
+            upload_completed: uploaded.load(Ordering::Acquire),
+        })
+    }
+
+    async fn send(&self, form: Form) -> Outcome {
         let mut builder = self
             .http
             .post(&self.endpoint)
@@ -98,7 +122,7 @@ impl ApiClient {
         }
         let response = match builder.send().await {
             Ok(response) => response,
-            Err(err) => return Ok(self.transient(&err)),
+            Err(err) => return self.transient(&err),
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -106,7 +130,7 @@ impl ApiClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Ok(match read_capped(response, ANSWER_MAX_BYTES).await {
+        match read_capped(response, ANSWER_MAX_BYTES).await {
             Ok(Some(body)) => classify(status, retry_after.as_deref(), &body),
             Ok(None) => Outcome::BadResponse {
                 http_status: status,
@@ -118,7 +142,7 @@ impl ApiClient {
                 ),
             },
             Err(err) => self.transient(&err),
-        })
+        }
     }
 
     /// The underlying HTTP client, shared with the downloads.
@@ -171,6 +195,7 @@ fn image_form(
     file_name: &str,
     format: ImageFormat,
     request: &RemixRequest,
+    uploaded: Arc<AtomicBool>,
 ) -> Result<Form, FsError> {
     const ACTION: &str = "opening the image to upload";
     let file = fsx::open_nofollow(image).context(ACTION, image)?;
@@ -185,6 +210,11 @@ fn image_form(
     // to one or two hops while memory stays bounded whatever the image's size.
     let stream =
         tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), UPLOAD_CHUNK);
+    // The end of the image's stream is the end of the upload but for the few text fields.
+    let stream = stream.chain(futures_util::stream::poll_fn(move |_| {
+        uploaded.store(true, Ordering::Release);
+        std::task::Poll::Ready(None)
+    }));
     let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
         .file_name(file_name.to_owned())
         .mime_str(format.mime())
@@ -343,6 +373,7 @@ mod tests {
             .submit(&path, "cat.png", ImageFormat::Png, &request())
             .await
             .expect("image opens")
+            .outcome
     }
 
     #[tokio::test]
@@ -409,7 +440,8 @@ mod tests {
         assert_eq!(
             outcome,
             Outcome::RateLimited {
-                retry_after: Some(Duration::from_secs(17))
+                retry_after: Some(Duration::from_secs(17)),
+                max_inflight: None,
             }
         );
     }
@@ -464,7 +496,8 @@ mod tests {
         let outcome = client
             .submit(&path, "big.png", ImageFormat::Png, &request())
             .await
-            .expect("opens");
+            .expect("opens")
+            .outcome;
         assert!(matches!(outcome, Outcome::Answer(_)), "{outcome:?}");
         assert_eq!(log.lock().expect("log")[0].image_len, SIZE);
     }

@@ -1,11 +1,13 @@
-//! The API gate: every request passes it. It holds the limits (`limits.concurrency` requests,
-//! `limits.inflight_images` images, `limits.requests_per_minute` starts), slows the whole
-//! client after a 429, pauses everyone when the API is down, the key refused, the balance or
-//! the day's budget spent, and lets one probe through at a time until it works again.
-//! Deciding what an answer means is [`crate::api::classify`]'s job; this module only keeps
-//! score.
+//! The API gate: every request passes it. It holds this process's share of the account's
+//! limits (`limits.concurrency` requests, `limits.inflight_images` images,
+//! `limits.requests_per_minute` starts, each divided among the live processes under
+//! `limits.scope: account`), slows the whole client after a 429, pauses everyone when the API
+//! is down, the key refused, the balance, the API's daily limit or the day's budget spent, and
+//! lets one probe through at a time until it works again. The day's deployment-wide count is
+//! [`super::usage`]'s; what an answer means is [`crate::api::classify`]'s and what it may have
+//! cost [`super::billing`]'s. This module only keeps score.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,9 +17,14 @@ use tokio::time::Instant;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
+use super::usage::{Ledger, Usage};
 use crate::api::PauseReason;
-use crate::config::Config;
+use crate::config::{Config, LimitScope};
 use crate::events;
+
+/// How often a spent budget is looked at again: requests in flight elsewhere may end up not
+/// billed and leave room.
+const BUDGET_RECHECK: Duration = Duration::from_secs(30);
 
 /// What a request's outcome tells the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +35,8 @@ pub enum Signal {
     Answered,
     /// A transient failure (5xx, timeout, connection).
     Transient,
-    /// A 429.
-    RateLimited(Option<Duration>),
+    /// A 429, with its `Retry-After` and the account's in-flight limit when it names one.
+    RateLimited(Option<Duration>, Option<u32>),
     /// Not the file's fault: pause everyone.
     Pause(PauseReason),
 }
@@ -40,6 +47,45 @@ struct Paused {
     probe_at: Instant,
     backoff: Duration,
     probing: bool,
+}
+
+/// The daily caps, deployment-wide.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Budgets {
+    images: Option<u64>,
+    usd: Option<f64>,
+}
+
+impl Budgets {
+    fn of(config: &Config) -> Self {
+        Self {
+            images: config.limits.daily_image_budget,
+            usd: config.limits.daily_spend_budget_usd,
+        }
+    }
+
+    fn any(self) -> bool {
+        self.images.is_some() || self.usd.is_some()
+    }
+
+    /// Whether `used` plus `wanted` stays within every cap.
+    fn room(self, today: &Usage, images: u64, usd: f64) -> bool {
+        self.images.is_none_or(|cap| today.images() + images <= cap)
+            && self
+                .usd
+                .is_none_or(|cap| today.spend() + usd <= cap + f64::EPSILON * 16.0)
+    }
+
+    fn describe(self) -> String {
+        match (self.images, self.usd) {
+            (Some(n), Some(usd)) => {
+                format!("limits.daily_image_budget ({n}) or limits.daily_spend_budget_usd ({usd})")
+            }
+            (Some(n), None) => format!("limits.daily_image_budget ({n})"),
+            (None, Some(usd)) => format!("limits.daily_spend_budget_usd ({usd})"),
+            (None, None) => "the daily budget".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -53,17 +99,10 @@ struct State {
     max_attempts: u32,
     initial_backoff: Duration,
     max_backoff: Duration,
-    budget: Option<u64>,
-    usage: Usage,
-    /// Images asked for by requests still waiting for their answer.
-    reserved: u64,
-}
-
-/// Images received per UTC day, kept in the work area so it survives restarts.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
-struct Usage {
-    day: String,
-    images: u64,
+    budgets: Budgets,
+    ledger: Ledger,
+    /// The day whose spent budget was logged, so a re-check does not log it again.
+    budget_logged: Option<String>,
 }
 
 /// Leave to send one request; dropping it frees its slots.
@@ -73,46 +112,106 @@ pub struct Permit {
     _images: OwnedSemaphorePermit,
     /// Whether this request is the probe of a paused API.
     pub probe: bool,
-    /// Images counted against the day's budget until the answer says how many came.
-    reserved: u64,
+    /// Images and USD counted against the day until the answer says whether they were billed.
+    reserved: (u64, f64),
 }
 
 impl Permit {
-    /// What [`Gate::report`] needs to know about this request.
+    /// What [`Gate::report`] needs to know about this request; `billable` says whether it may
+    /// have been billed ([`super::billing::may_be_billed`]).
     #[must_use]
-    pub fn ticket(&self) -> Ticket {
+    pub fn ticket(&self, billable: bool) -> Ticket {
         Ticket {
             probe: self.probe,
-            reserved: self.reserved,
+            reserved: self.reserved.0,
+            reserved_usd: self.reserved.1,
+            billable,
         }
     }
 }
 
 /// A sent request, as the gate knows it when its answer is reported.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Ticket {
     /// Whether it was the probe of a paused API.
     pub probe: bool,
-    /// Images it reserved against the day's budget.
+    /// Images it reserved against the day.
     pub reserved: u64,
+    /// USD it reserved against the day.
+    pub reserved_usd: f64,
+    /// Whether it may have been billed.
+    pub billable: bool,
 }
 
-/// The limits the semaphores were last sized for.
+/// The account's limits and this process's part of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sizes {
-    /// Requests at once (`limits.concurrency`).
-    requests: usize,
-    /// Images in flight (`limits.inflight_images`).
-    images: u32,
+struct Shares {
+    concurrency: usize,
+    inflight_images: u32,
+    requests_per_minute: u32,
+    scope: LimitScope,
+    /// Live processes on this `work_dir`, this one included.
+    live: usize,
+    /// The account's in-flight limit as a 429 named it, until a reload.
+    inflight_cap: Option<u32>,
 }
 
-impl Sizes {
-    fn of(config: &Config) -> Self {
+/// One process's part of `limit` when `live` processes share it: rounded up, at least 1.
+#[must_use]
+pub fn share(limit: u64, live: usize) -> u64 {
+    let live = u64::try_from(live.max(1)).unwrap_or(u64::MAX);
+    limit.div_ceil(live).max(1)
+}
+
+impl Shares {
+    fn of(config: &Config, live: usize) -> Self {
         Self {
-            requests: config.limits.concurrency,
-            images: config.limits.inflight_images,
+            concurrency: config.limits.concurrency,
+            inflight_images: config.limits.inflight_images,
+            requests_per_minute: config.limits.requests_per_minute,
+            scope: config.limits.scope,
+            live,
+            inflight_cap: None,
         }
     }
+
+    fn part(self, limit: u64) -> u64 {
+        match self.scope {
+            LimitScope::Account => share(limit, self.live),
+            LimitScope::Process => limit.max(1),
+        }
+    }
+
+    fn sizes(self) -> Sizes {
+        let images = self.part(u64::from(self.inflight_images));
+        let images = self
+            .inflight_cap
+            .map_or(images, |cap| images.min(self.part(u64::from(cap))));
+        Sizes {
+            requests: usize::try_from(self.part(self.concurrency as u64)).unwrap_or(usize::MAX),
+            images: u32::try_from(images).unwrap_or(u32::MAX),
+            requests_per_minute: u32::try_from(self.part(u64::from(self.requests_per_minute)))
+                .unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// The limits the semaphores and the spacing were last sized for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sizes {
+    /// Requests at once.
+    requests: usize,
+    /// Images in flight.
+    images: u32,
+    /// Request starts per minute.
+    requests_per_minute: u32,
+}
+
+/// The shares and the sizes they gave.
+#[derive(Debug)]
+struct Sized {
+    shares: Shares,
+    sizes: Sizes,
 }
 
 /// The shared gate.
@@ -120,13 +219,10 @@ impl Sizes {
 pub struct Gate {
     requests: Arc<Semaphore>,
     images: Arc<Semaphore>,
-    sizes: Mutex<Sizes>,
+    sized: Mutex<Sized>,
     state: Mutex<State>,
     changed: Notify,
     resized: Notify,
-    usage_path: PathBuf,
-    /// Where the day's count is written before it is renamed into place.
-    scratch: PathBuf,
 }
 
 fn spacing_for(rpm: u32) -> Duration {
@@ -134,20 +230,18 @@ fn spacing_for(rpm: u32) -> Duration {
 }
 
 impl Gate {
-    /// A gate for `config`'s limits, reading the day's image count from the work area.
+    /// A gate for `config`'s limits as if this process were alone, reading the day's count
+    /// from every owner's usage file in the work area.
     #[must_use]
     pub fn new(config: &Config) -> Self {
-        let usage_path = config.work_dir.join("usage.json");
-        let usage = std::fs::read(&usage_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let shares = Shares::of(config, 1);
+        let sizes = shares.sizes();
         Self {
-            requests: Arc::new(Semaphore::new(config.limits.concurrency)),
-            images: Arc::new(Semaphore::new(config.limits.inflight_images as usize)),
-            sizes: Mutex::new(Sizes::of(config)),
+            requests: Arc::new(Semaphore::new(sizes.requests)),
+            images: Arc::new(Semaphore::new(sizes.images as usize)),
+            sized: Mutex::new(Sized { shares, sizes }),
             state: Mutex::new(State {
-                spacing: spacing_for(config.limits.requests_per_minute),
+                spacing: spacing_for(sizes.requests_per_minute),
                 slowdown: 1,
                 next_slot: Instant::now(),
                 paused: None,
@@ -156,14 +250,12 @@ impl Gate {
                 max_attempts: config.retry.max_attempts,
                 initial_backoff: config.retry.initial_backoff,
                 max_backoff: config.retry.max_backoff,
-                budget: config.limits.daily_image_budget,
-                usage,
-                reserved: 0,
+                budgets: Budgets::of(config),
+                ledger: Ledger::new(&config.work_dir),
+                budget_logged: None,
             }),
             changed: Notify::new(),
             resized: Notify::new(),
-            scratch: config.work_dir.clone(),
-            usage_path,
         }
     }
 
@@ -173,10 +265,16 @@ impl Gate {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Waits until a request asking for `num_images` may start.
-    pub async fn admit(&self, num_images: u8) -> Permit {
+    fn lock_sized(&self) -> MutexGuard<'_, Sized> {
+        self.sized
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until a request asking for `num_images`, estimated at `usd`, may start.
+    pub async fn admit(&self, num_images: u8, usd: f64) -> Permit {
         loop {
-            let max_images = self.sizes.lock().map_or(1, |s| s.images);
+            let max_images = self.lock_sized().sizes.images;
             let wanted = u32::from(num_images).clamp(1, max_images);
             let resized = self.resized.notified();
             let slots = async {
@@ -184,8 +282,8 @@ impl Gate {
                 let images = Arc::clone(&self.images).acquire_many_owned(wanted).await;
                 (request, images)
             };
-            // A reload that shrinks the limits could leave a waiter asking for more than
-            // exists; it starts over with the new sizes.
+            // A share or a reload that shrinks the limits could leave a waiter asking for more
+            // than exists; it starts over with the new sizes.
             let acquired = tokio::select! {
                 slots = slots => slots,
                 () = resized => continue,
@@ -195,13 +293,13 @@ impl Gate {
             };
             loop {
                 let notified = self.changed.notified();
-                match self.try_enter(u64::from(num_images)) {
+                match self.try_enter(u64::from(num_images), usd) {
                     Ok(probe) => {
                         return Permit {
                             _request: request,
                             _images: images,
                             probe,
-                            reserved: u64::from(num_images),
+                            reserved: (u64::from(num_images), usd),
                         };
                     }
                     Err(until) => {
@@ -215,12 +313,19 @@ impl Gate {
         }
     }
 
-    /// Ok(probe?) when a request may go now (its start slot is taken), Err(wait) otherwise.
-    fn try_enter(&self, num_images: u64) -> Result<bool, Duration> {
+    /// Ok(probe?) when a request may go now (its start slot is taken and its images reserved),
+    /// Err(wait) otherwise.
+    fn try_enter(&self, num_images: u64, usd: f64) -> Result<bool, Duration> {
         let now = Instant::now();
         let mut st = self.lock();
-        if st.check_budget(num_images, now) {
-            return Err(Duration::from_millis(500));
+        if let Some(p) = st.paused.filter(|p| p.reason == PauseReason::Budget) {
+            if now < p.probe_at {
+                return Err(p.probe_at - now);
+            }
+            st.paused = None;
+        }
+        if let Some(wait) = st.check_budget(num_images, usd, now) {
+            return Err(wait);
         }
         let mut probe = false;
         if let Some(p) = st.paused.as_mut() {
@@ -229,10 +334,6 @@ impl Gate {
             }
             if now < p.probe_at {
                 return Err(p.probe_at - now);
-            }
-            if p.reason == PauseReason::Budget {
-                st.paused = None;
-                return Err(Duration::ZERO);
             }
             p.probing = true;
             probe = true;
@@ -246,67 +347,120 @@ impl Gate {
             return Err(st.next_slot - now);
         }
         st.next_slot = now + st.spacing * st.slowdown;
-        st.reserved += num_images;
+        st.ledger.reserve(num_images, usd);
+        let durable = st.budgets.any();
+        st.ledger.save(durable, false);
         Ok(probe)
     }
 
-    /// Records what a request's answer says about the API.
+    /// Records what a request's answer says about the API, and what it may have cost.
     pub fn report(&self, signal: Signal, ticket: Ticket) {
         let probe = ticket.probe;
         let now = Instant::now();
         let mut st = self.lock();
-        st.reserved = st.reserved.saturating_sub(ticket.reserved);
+        let received = match signal {
+            Signal::Images(n) => u64::from(n),
+            _ => 0,
+        };
+        st.ledger.settle(
+            (ticket.reserved, ticket.reserved_usd),
+            ticket.billable,
+            received,
+        );
+        let durable = st.budgets.any();
+        st.ledger.save(durable, false);
+        let mut cap = None;
         match signal {
-            Signal::Images(n) => {
-                st.add_images(u64::from(n), &self.scratch, &self.usage_path);
-                st.working(now);
-            }
-            Signal::Answered => st.working(now),
+            Signal::Images(_) | Signal::Answered => st.working(now),
             Signal::Transient => {
                 st.consecutive_failures += 1;
                 if probe || st.consecutive_failures >= st.max_attempts {
                     st.pause(PauseReason::Unavailable, now, probe);
                 }
             }
-            Signal::RateLimited(after) => {
+            Signal::RateLimited(after, max_inflight) => {
                 let delay = after.unwrap_or(st.initial_backoff);
                 st.next_slot = st.next_slot.max(now + delay);
                 st.slowdown = (st.slowdown * 2).min(8);
                 if let Some(p) = st.paused.as_mut() {
                     p.probing = false;
                 }
+                cap = max_inflight;
             }
             Signal::Pause(reason) => st.pause(reason, now, probe),
         }
         drop(st);
+        if let Some(cap) = cap {
+            self.reshare(
+                |s| s.inflight_cap = Some(s.inflight_cap.map_or(cap, |old| old.min(cap))),
+                "a 429 named the account's in-flight limit (max_inflight_requests); kept until a reload or restart",
+            );
+        }
         self.changed.notify_waiters();
     }
 
-    /// Writes the day's count through `dir` (this process's own folder in the work area), so
-    /// a write cut short by a crash leaves nothing in the shared work area.
-    pub fn set_scratch(&mut self, dir: PathBuf) {
-        self.scratch = dir;
+    /// Writes this process's usage file from now on into `owner_dir` (its own folder in the
+    /// work area).
+    pub fn set_owner_dir(&self, owner_dir: &Path) {
+        self.lock().ledger.set_owner_dir(owner_dir);
     }
 
-    /// Applies reloaded limits and retry settings. Slots added are free at once; slots removed
-    /// are taken out as the requests holding them finish.
+    /// Writes the day's usage now (at stop, and at each lease renewal when it is not kept
+    /// synced request by request).
+    pub fn flush_usage(&self) {
+        self.lock().ledger.save(false, true);
+    }
+
+    /// Takes this process's share for `live` processes (this one included); logs a change.
+    pub fn set_live(&self, live: usize) {
+        self.reshare(
+            |s| s.live = live.max(1),
+            "the number of live remixd processes on this work_dir changed",
+        );
+    }
+
+    /// Applies reloaded limits and retry settings; a 429's in-flight limit is forgotten. Slots
+    /// added are free at once; slots removed are taken out as the requests holding them
+    /// finish.
     pub fn apply(&self, config: &Config) {
         {
             let mut st = self.lock();
-            st.spacing = spacing_for(config.limits.requests_per_minute);
             st.max_attempts = config.retry.max_attempts;
             st.initial_backoff = config.retry.initial_backoff;
             st.max_backoff = config.retry.max_backoff;
-            st.budget = config.limits.daily_image_budget;
+            st.budgets = Budgets::of(config);
         }
-        let Ok(mut sizes) = self.sizes.lock() else {
+        self.reshare(
+            |s| *s = Shares::of(config, s.live),
+            "the config was reloaded",
+        );
+        self.changed.notify_waiters();
+    }
+
+    /// Changes the shares, resizes the semaphores and the spacing to match, and logs a change.
+    fn reshare(&self, change: impl FnOnce(&mut Shares), why: &str) {
+        let mut sized = self.lock_sized();
+        let old = sized.sizes;
+        change(&mut sized.shares);
+        let new = sized.shares.sizes();
+        if new == old {
             return;
-        };
-        let new = Sizes::of(config);
-        resize(&self.requests, sizes.requests, new.requests);
-        resize(&self.images, sizes.images as usize, new.images as usize);
-        *sizes = new;
-        drop(sizes);
+        }
+        resize(&self.requests, old.requests, new.requests);
+        resize(&self.images, old.images as usize, new.images as usize);
+        sized.sizes = new;
+        let live = sized.shares.live;
+        drop(sized);
+        self.lock().spacing = spacing_for(new.requests_per_minute);
+        info!(
+            event = events::API_LIMITS,
+            concurrency = new.requests,
+            inflight_images = new.images,
+            requests_per_minute = new.requests_per_minute,
+            live_processes = live,
+            why,
+            "this process's share of the API limits changed"
+        );
         self.resized.notify_waiters();
         self.changed.notify_waiters();
     }
@@ -323,18 +477,25 @@ impl Gate {
         self.lock().paused.map(|p| p.reason)
     }
 
-    /// Images received this UTC day.
+    /// This UTC day's usage over the whole deployment: images and USD that may have been
+    /// billed (requests in flight included) and images received.
     #[must_use]
-    pub fn images_today(&self) -> u64 {
-        let mut st = self.lock();
-        st.roll_day();
-        st.usage.images
+    pub fn today(&self) -> Usage {
+        self.lock().ledger.total()
     }
 
-    /// Counts images made without the API (dry-run) toward the day.
+    /// Images that may have been billed this UTC day, whole deployment.
+    #[must_use]
+    pub fn images_today(&self) -> u64 {
+        self.today().images()
+    }
+
+    /// Counts images made without the API (dry-run) toward the day, at no cost.
     pub fn count_images(&self, n: u32) {
-        self.lock()
-            .add_images(u64::from(n), &self.scratch, &self.usage_path);
+        let mut st = self.lock();
+        st.ledger.settle((u64::from(n), 0.0), true, u64::from(n));
+        let durable = st.budgets.any();
+        st.ledger.save(durable, false);
     }
 }
 
@@ -343,7 +504,7 @@ impl State {
         self.consecutive_failures = 0;
         self.last_success = Some(now);
         self.slowdown = (self.slowdown / 2).max(1);
-        if let Some(p) = self.paused.take() {
+        if let Some(p) = self.paused.take_if(|p| p.reason != PauseReason::Budget) {
             info!(
                 event = events::API_RESUMED,
                 reason = p.reason.name(),
@@ -355,11 +516,13 @@ impl State {
 
     fn pause(&mut self, reason: PauseReason, now: Instant, probe_failed: bool) {
         let backoff = match self.paused {
+            // The API's own daily limit lifts at midnight UTC; probing before is pointless.
+            _ if reason == PauseReason::DailyLimit => crate::clock::until_next_utc_day(),
             Some(p) if probe_failed || p.probing => (p.backoff * 2).min(self.max_backoff),
             Some(p) => p.backoff,
             None => self.initial_backoff.min(self.max_backoff),
         };
-        let first = self.paused.is_none();
+        let first = self.paused.is_none_or(|p| p.reason != reason);
         self.paused = Some(Paused {
             reason,
             probe_at: now + backoff,
@@ -385,55 +548,45 @@ impl State {
         }
     }
 
-    fn roll_day(&mut self) {
-        let today = crate::clock::utc_date();
-        if self.usage.day != today {
-            self.usage = Usage {
-                day: today,
-                images: 0,
-            };
+    /// `None` when a request for `images` estimated at `usd` fits the day's budgets. Otherwise
+    /// how long to wait: a little while this process's own requests in flight may leave
+    /// room (their answers may not be billed), else a budget pause, looked at again now and
+    /// then, and logged once a day.
+    fn check_budget(&mut self, images: u64, usd: f64, now: Instant) -> Option<Duration> {
+        if !self.budgets.any() {
+            return None;
         }
-    }
-
-    fn add_images(&mut self, n: u64, scratch: &std::path::Path, path: &std::path::Path) {
-        self.roll_day();
-        self.usage.images += n;
-        if let Ok(bytes) = serde_json::to_vec(&self.usage) {
-            if let Err(e) = crate::fsx::write_durable_via(scratch, path, &bytes) {
-                warn!(error = %e, "could not record the day's image count");
-            }
+        let today = self.ledger.total();
+        if self.budgets.room(&today, images, usd) {
+            return None;
         }
-    }
-
-    /// Pauses for the day when `wanted` more images would pass the budget. True when only the
-    /// requests still in flight stand in the way: their answers may leave room, so the caller
-    /// waits a little instead.
-    fn check_budget(&mut self, wanted: u64, now: Instant) -> bool {
-        self.roll_day();
-        let Some(budget) = self.budget else {
-            return false;
-        };
-        if self.usage.images + self.reserved + wanted <= budget || self.paused.is_some() {
-            return false;
+        if self.ledger.own_reserved() > 0 {
+            return Some(Duration::from_millis(500));
         }
-        if self.usage.images + wanted <= budget {
-            return true;
+        let until_midnight = crate::clock::until_next_utc_day();
+        let wait = BUDGET_RECHECK.min(until_midnight);
+        if self.paused.is_none() {
+            self.paused = Some(Paused {
+                reason: PauseReason::Budget,
+                probe_at: now + wait,
+                backoff: wait,
+                probing: false,
+            });
         }
-        let wait = crate::clock::until_next_utc_day();
-        self.paused = Some(Paused {
-            reason: PauseReason::Budget,
-            probe_at: now + wait,
-            backoff: wait,
-            probing: false,
-        });
-        let retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-        warn!(
-            event = events::API_PAUSED,
-            reason = "budget",
-            retry_in_ms,
-            "limits.daily_image_budget ({budget}) is spent for today; submissions resume at 00:00 UTC"
-        );
-        false
+        if self.budget_logged.as_deref() != Some(today.day.as_str()) {
+            self.budget_logged = Some(today.day.clone());
+            let retry_in_ms = u64::try_from(until_midnight.as_millis()).unwrap_or(u64::MAX);
+            warn!(
+                event = events::API_PAUSED,
+                reason = PauseReason::Budget.name(),
+                retry_in_ms,
+                images_today = today.images(),
+                spend_today_usd = super::billing::round_cents(today.spend()),
+                "{} is spent for today (whole deployment); submissions resume at 00:00 UTC",
+                self.budgets.describe()
+            );
+        }
+        Some(wait)
     }
 }
 
@@ -459,7 +612,10 @@ fn pause_text(reason: PauseReason) -> &'static str {
         }
         PauseReason::Balance => "the account's balance is spent (top it up)",
         PauseReason::Unavailable => "the API or the network is unavailable",
-        PauseReason::Budget => "the daily image budget is spent",
+        PauseReason::Budget => "the daily budget is spent",
+        PauseReason::DailyLimit => {
+            "the API account's daily limit is reached; submissions resume at 00:00 UTC"
+        }
     }
 }
 
@@ -483,9 +639,9 @@ mod tests {
         let (_dir, cfg) = config("limits: {requests_per_minute: 60}\n");
         let gate = Gate::new(&cfg);
         let start = tokio::time::Instant::now();
-        drop(gate.admit(1).await);
-        drop(gate.admit(1).await);
-        drop(gate.admit(1).await);
+        drop(gate.admit(1, 0.0).await);
+        drop(gate.admit(1, 0.0).await);
+        drop(gate.admit(1, 0.0).await);
         // The paused clock advances exactly to each start slot: two spacings, no more.
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
@@ -498,7 +654,7 @@ mod tests {
         let gate = Gate::new(&cfg);
         gate.report(Signal::Pause(PauseReason::Unauthorized), Ticket::default());
         assert_eq!(gate.paused(), Some(PauseReason::Unauthorized));
-        let probe = gate.admit(1).await;
+        let probe = gate.admit(1, 0.0).await;
         assert!(
             probe.probe,
             "the first request after the backoff is the probe"
@@ -508,21 +664,23 @@ mod tests {
             Ticket {
                 probe: true,
                 reserved: 1,
+                ..Ticket::default()
             },
         );
         drop(probe);
-        let again = gate.admit(1).await;
+        let again = gate.admit(1, 0.0).await;
         assert!(again.probe);
         gate.report(
             Signal::Images(1),
             Ticket {
                 probe: true,
                 reserved: 1,
+                ..Ticket::default()
             },
         );
         assert_eq!(gate.paused(), None);
         drop(again);
-        assert!(!gate.admit(1).await.probe);
+        assert!(!gate.admit(1, 0.0).await.probe);
     }
 
     #[tokio::test(start_paused = true)]
@@ -545,24 +703,86 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_daily_budget_pauses_and_survives_a_restart() {
         let (_dir, cfg) = config("limits: {daily_image_budget: 2}\n");
+        let owners = cfg.work_dir.join("owners");
         let gate = Gate::new(&cfg);
+        gate.set_owner_dir(&owners.join("FIRST"));
+        std::fs::create_dir_all(owners.join("FIRST")).expect("owner");
         gate.count_images(2);
-        let _ = gate.try_enter(1);
+        assert!(gate.try_enter(1, 0.0).is_err());
         assert_eq!(gate.paused(), Some(PauseReason::Budget));
         let restarted = Gate::new(&cfg);
+        restarted.set_owner_dir(&owners.join("SECOND"));
         assert_eq!(restarted.images_today(), 2);
-        let _ = restarted.try_enter(1);
+        assert!(restarted.try_enter(1, 0.0).is_err());
         assert_eq!(restarted.paused(), Some(PauseReason::Budget));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_spend_budget_counts_reservations_and_what_may_have_been_billed() {
+        let (_dir, cfg) = config("limits: {daily_spend_budget_usd: 0.15}\n");
+        let owners = cfg.work_dir.join("owners");
+        std::fs::create_dir_all(owners.join("A")).expect("owner");
+        let gate = Gate::new(&cfg);
+        gate.set_owner_dir(&owners.join("A"));
+        let first = gate.admit(1, 0.06).await;
+        let second = gate.admit(1, 0.06).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            gate.try_enter(1, 0.06),
+            Err(Duration::from_millis(500)),
+            "0.18 would pass 0.15 while two are in flight: wait for their answers"
+        );
+        gate.report(Signal::Answered, first.ticket(false));
+        drop(first);
+        assert_eq!(
+            gate.try_enter(1, 0.06),
+            Ok(false),
+            "a refusal is not billed"
+        );
+        gate.report(Signal::Images(1), second.ticket(true));
+        let today = gate.today();
+        assert_eq!((today.images(), today.received), (2, 1));
+        assert!((today.spend() - 0.12).abs() < 1e-9, "{}", today.spend());
+    }
+
+    #[test]
+    fn shares_are_rounded_up_and_at_least_one() {
+        assert_eq!(share(10, 3), 4);
+        assert_eq!(share(6, 3), 2);
+        assert_eq!(share(1, 3), 1);
+        assert_eq!(share(60, 0), 60);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_processes_and_a_429_shrink_this_process_share() {
+        let (_dir, cfg) = config("limits: {inflight_images: 10, concurrency: 4}\n");
+        let gate = Gate::new(&cfg);
+        gate.set_live(3);
+        tokio::task::yield_now().await;
+        assert_eq!(gate.images.available_permits(), 4);
+        assert_eq!(gate.requests.available_permits(), 2);
+        gate.report(Signal::RateLimited(None, Some(6)), Ticket::default());
+        tokio::task::yield_now().await;
+        assert_eq!(gate.images.available_permits(), 2, "its share of 6 is 2");
+        gate.set_live(1);
+        assert_eq!(gate.images.available_permits(), 6, "the 429's limit stays");
+        gate.apply(&cfg);
+        assert_eq!(gate.images.available_permits(), 10, "until a reload");
+        let (_d, alone) = config("limits: {inflight_images: 10, scope: process}\n");
+        gate.set_live(3);
+        tokio::task::yield_now().await;
+        gate.apply(&alone);
+        assert_eq!(gate.images.available_permits(), 10, "scope: process");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_reload_can_shrink_the_image_limit_under_a_waiter() {
         let (_dir, cfg) = config("limits: {inflight_images: 8}\n");
         let gate = Arc::new(Gate::new(&cfg));
-        let held = gate.admit(8).await;
+        let held = gate.admit(8, 0.0).await;
         let waiter = tokio::spawn({
             let gate = Arc::clone(&gate);
-            async move { gate.admit(8).await }
+            async move { gate.admit(8, 0.0).await }
         });
         tokio::task::yield_now().await;
         let (_dir2, smaller) = config("limits: {inflight_images: 4}\n");

@@ -4,10 +4,12 @@
 //! dry-run provider never reaches this module's network code; see
 //! [`crate::pipeline::dry_run`].
 
+pub mod billing;
 pub mod client;
 pub mod gate;
 pub mod public_only;
 pub mod response;
+pub mod usage;
 
 pub use client::ApiClient;
 pub use gate::Gate;

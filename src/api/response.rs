@@ -46,12 +46,17 @@ pub enum PauseReason {
     Balance,
     /// The API or the network is down (many transient failures in a row).
     Unavailable,
-    /// `limits.daily_image_budget` is spent for this UTC day.
+    /// `limits.daily_image_budget` or `limits.daily_spend_budget_usd` is spent for this UTC
+    /// day.
     Budget,
+    /// The API's own daily limit for the account (402 `reject_reason: daily_limit`): until
+    /// 00:00 UTC.
+    DailyLimit,
 }
 
 impl PauseReason {
-    /// The name used in logs (`unauthorized`, `balance`, `unavailable`, `budget`).
+    /// The name used in logs (`unauthorized`, `balance`, `unavailable`, `budget`,
+    /// `daily_limit`).
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -59,6 +64,7 @@ impl PauseReason {
             Self::Balance => "balance",
             Self::Unavailable => "unavailable",
             Self::Budget => "budget",
+            Self::DailyLimit => "daily_limit",
         }
     }
 }
@@ -99,6 +105,8 @@ pub enum Outcome {
     RateLimited {
         /// Parsed `Retry-After` (seconds or HTTP date).
         retry_after: Option<Duration>,
+        /// The account's in-flight limit, when the body names it (`max_inflight_requests`).
+        max_inflight: Option<u32>,
     },
     /// 5xx, 408, timeouts, connection errors: retry with backoff.
     Transient {
@@ -142,7 +150,13 @@ pub fn classify(http_status: u16, retry_after: Option<&str>, body: &[u8]) -> Out
         .and_then(api_message)
         .or_else(|| plain_text_message(body));
     let api_error = api_error_text(body);
-    classify_status(http_status, retry_after, said.as_deref(), api_error)
+    classify_status(
+        http_status,
+        retry_after,
+        said.as_deref(),
+        api_error,
+        json.as_ref(),
+    )
 }
 
 /// Parses a `Retry-After` value: delta seconds or an HTTP date, measured from `now`, capped at
@@ -174,6 +188,8 @@ struct Refusal<'a> {
     /// Whether words about balance mean a spent balance (4xx and envelopes; a 5xx saying
     /// "insufficient" is more likely about resources).
     balance_words_count: bool,
+    /// The body as JSON, for the fields a limit's answer names.
+    json: Option<&'a Value>,
 }
 
 fn classify_status(
@@ -181,6 +197,7 @@ fn classify_status(
     retry_after: Option<Duration>,
     said: Option<&str>,
     api_error: Option<String>,
+    json: Option<&Value>,
 ) -> Outcome {
     decide(
         &Refusal {
@@ -190,6 +207,7 @@ fn classify_status(
             said,
             api_error,
             balance_words_count: (400..500).contains(&http_status),
+            json,
         },
         retry_after,
     )
@@ -219,7 +237,26 @@ fn decide(r: &Refusal<'_>, retry_after: Option<Duration>) -> Outcome {
                  or api.api_key_env); jobs wait until it works"
             ),
         ),
-        429 => Outcome::RateLimited { retry_after },
+        429 => Outcome::RateLimited {
+            retry_after,
+            max_inflight: r
+                .json
+                .and_then(|j| find_key(j, "max_inflight_requests"))
+                .and_then(as_count),
+        },
+        402 if r
+            .json
+            .and_then(|j| find_key(j, "reject_reason"))
+            .is_some_and(|v| v.as_str() == Some("daily_limit")) =>
+        {
+            pause(
+                PauseReason::DailyLimit,
+                format!(
+                    "the API account's daily limit is reached ({label}){quoted}; submissions \
+                     resume at 00:00 UTC"
+                ),
+            )
+        }
         402 => pause(PauseReason::Balance, balance_message(label, &quoted)),
         _ if r.balance_words_count && r.said.is_some_and(talks_about_balance) => {
             pause(PauseReason::Balance, balance_message(label, &quoted))
@@ -279,6 +316,7 @@ fn classify_success(http_status: u16, retry_after: Option<Duration>, body: &[u8]
             said: said.as_deref(),
             api_error: api_error_text(body),
             balance_words_count: true,
+            json: Some(&raw),
         };
         return decide(&refusal, retry_after);
     }
@@ -375,6 +413,23 @@ fn envelope_code(raw: &Value) -> Option<i64> {
     }
 }
 
+/// The first value of `key` in `json`, looked for at the top and then in nested objects.
+fn find_key<'v>(json: &'v Value, key: &str) -> Option<&'v Value> {
+    let map = json.as_object()?;
+    map.get(key)
+        .or_else(|| map.values().find_map(|v| find_key(v, key)))
+}
+
+/// A positive count written as a number or as numeric text.
+fn as_count(value: &Value) -> Option<u32> {
+    let n = match value {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    u32::try_from(n).ok().filter(|n| *n > 0)
+}
+
 /// The API's own words: `message`, `error` or `detail`, looked into when nested.
 fn api_message(json: &Value) -> Option<String> {
     let text = match json {
@@ -449,7 +504,14 @@ mod tests {
             Outcome::Rejected { .. } => "rejected".into(),
             Outcome::Unsafe { .. } => "unsafe".into(),
             Outcome::BadResponse { .. } => "bad".into(),
-            Outcome::RateLimited { retry_after } => format!("rate:{retry_after:?}"),
+            Outcome::RateLimited {
+                retry_after,
+                max_inflight: None,
+            } => format!("rate:{retry_after:?}"),
+            Outcome::RateLimited {
+                retry_after,
+                max_inflight: Some(n),
+            } => format!("rate:{retry_after:?}:max{n}"),
             Outcome::Transient { http_status, .. } => format!("transient:{http_status:?}"),
             Outcome::Pause { reason, .. } => format!("pause:{}", reason.name()),
         }
@@ -538,6 +600,9 @@ mod tests {
             ("429 past date", 429, Some("Wed, 21 Oct 2015 07:28:00 GMT"), "", "rate:Some(0ns)", ""),
             ("429 garbage", 429, Some("soon"), "", "rate:None", ""),
             ("429 none", 429, None, "", "rate:None", ""),
+            ("429 names the in-flight limit", 429, Some("2"), r#"{"error":{"message":"too many","max_inflight_requests":10}}"#, "rate:Some(2s):max10", ""),
+            ("402 daily limit", 402, None, r#"{"reject_reason":"daily_limit","message":"daily limit"}"#, "pause:daily_limit", "00:00 UTC"),
+            ("402 insufficient funds", 402, None, r#"{"reject_reason":"insufficient_funds"}"#, "pause:balance", "top up"),
             ("500", 500, None, "oops", "transient:Some(500)", "HTTP 500"),
             ("503 insufficient", 503, None, "insufficient capacity", "transient:Some(503)", ""),
             ("302", 302, None, "", "rejected", "HTTP 302"),

@@ -126,6 +126,41 @@ pub struct Limits {
     pub requests_per_minute: u32,
     /// Images per UTC day, if capped.
     pub daily_image_budget: Option<u64>,
+    /// Estimated USD per UTC day, if capped.
+    pub daily_spend_budget_usd: Option<f64>,
+    /// Whether the limits above are the account's (shared by live processes) or each one's.
+    pub scope: LimitScope,
+}
+
+/// `limits.scope`: who the API limits belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// The account's: every live process on this `work_dir` takes its share.
+    Account,
+    /// Each process's: every process takes them all.
+    Process,
+}
+
+/// USD per output image for each rendering speed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpeedPrices {
+    /// `FLASH`.
+    pub flash: f64,
+    /// `TURBO`.
+    pub turbo: f64,
+    /// `DEFAULT`.
+    pub default: f64,
+    /// `QUALITY`.
+    pub quality: f64,
+}
+
+/// `pricing:` resolved: what one output image costs, for `cost` and the spend budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pricing {
+    /// Without a character reference.
+    pub plain: SpeedPrices,
+    /// With a character reference.
+    pub character_reference: SpeedPrices,
 }
 
 /// `retry:` resolved.
@@ -137,6 +172,9 @@ pub struct RetryConfig {
     pub initial_backoff: Duration,
     /// Backoff cap, also for API probes.
     pub max_backoff: Duration,
+    /// Send again a request whose answer never came after its upload (it may have been
+    /// billed); false quarantines the job `answer_lost` instead.
+    pub resend_after_timeout: bool,
 }
 
 /// `logging.format`.
@@ -184,6 +222,8 @@ pub struct Config {
     pub limits: Limits,
     /// Retries.
     pub retry: RetryConfig,
+    /// Prices per output image.
+    pub pricing: Pricing,
     /// `output.layout`, validated: only known placeholders.
     pub layout: String,
     /// `output.gallery`: write the outbox's and quarantine's `index.html` pages.
@@ -333,10 +373,13 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
         settle, sidecar_wait, orphan_after);
     #[rustfmt::skip]
     diff_fields!(changed, old.limits, new.limits, "limits.", max_image_bytes, concurrency,
-        inflight_images, requests_per_minute, daily_image_budget);
+        inflight_images, requests_per_minute, daily_image_budget, daily_spend_budget_usd, scope);
     #[rustfmt::skip]
     diff_fields!(changed, old.retry, new.retry, "retry.", max_attempts, initial_backoff,
-        max_backoff);
+        max_backoff, resend_after_timeout);
+    if old.pricing != new.pricing {
+        changed.push("pricing".to_owned());
+    }
     if old.layout != new.layout {
         changed.push("output.layout".to_owned());
     }
@@ -355,4 +398,5 @@ mod resolve;
 mod tests;
 
 use raw::parse;
+pub use resolve::PUBLISHED_PRICES;
 use resolve::resolve;

@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     pub(super) watch: Option<RawWatch>,
     pub(super) limits: Option<RawLimits>,
     pub(super) retry: Option<RawRetry>,
+    pub(super) pricing: Option<RawPricing>,
     pub(super) output: Option<RawOutput>,
     pub(super) logging: Option<RawLogging>,
     #[serde(deserialize_with = "duration")]
@@ -71,6 +72,8 @@ pub(super) struct RawLimits {
     pub(super) inflight_images: Option<u32>,
     pub(super) requests_per_minute: Option<u32>,
     pub(super) daily_image_budget: Option<u64>,
+    pub(super) daily_spend_budget_usd: Option<f64>,
+    pub(super) scope: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +84,36 @@ pub(super) struct RawRetry {
     pub(super) initial_backoff: Option<Duration>,
     #[serde(deserialize_with = "duration")]
     pub(super) max_backoff: Option<Duration>,
+    pub(super) resend_after_timeout: Option<bool>,
+}
+
+/// `pricing:` as written: USD per output image by rendering speed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawPricing {
+    #[serde(rename = "FLASH")]
+    pub(super) flash: Option<f64>,
+    #[serde(rename = "TURBO")]
+    pub(super) turbo: Option<f64>,
+    #[serde(rename = "DEFAULT")]
+    pub(super) default: Option<f64>,
+    #[serde(rename = "QUALITY")]
+    pub(super) quality: Option<f64>,
+    pub(super) character_reference: Option<RawSpeedPrices>,
+}
+
+/// `pricing.character_reference:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawSpeedPrices {
+    #[serde(rename = "FLASH")]
+    pub(super) flash: Option<f64>,
+    #[serde(rename = "TURBO")]
+    pub(super) turbo: Option<f64>,
+    #[serde(rename = "DEFAULT")]
+    pub(super) default: Option<f64>,
+    #[serde(rename = "QUALITY")]
+    pub(super) quality: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,9 +254,16 @@ pub(super) const SECTIONS: &[(&str, SectionCheck)] = &[
     ("watch", check_section::<RawWatch>),
     ("limits", check_section::<RawLimits>),
     ("retry", check_section::<RawRetry>),
+    ("pricing", check_pricing),
     ("output", check_section::<RawOutput>),
     ("logging", check_section::<RawLogging>),
 ];
+
+fn check_pricing(value: &Value, key: &str, out: &mut Vec<Problem>) {
+    let nested: &[(&str, SectionCheck)] =
+        &[("character_reference", check_section::<RawSpeedPrices>)];
+    check_keys::<RawPricing>(value, key, nested, out);
+}
 
 pub(super) fn check_section<T: DeserializeOwned>(value: &Value, key: &str, out: &mut Vec<Problem>) {
     check_keys::<T>(value, key, &[], out);
@@ -284,6 +324,7 @@ pub(super) fn friendly(message: &str) -> String {
         ("expected usize", "expected a whole number"),
         ("expected u32", "expected a whole number"),
         ("expected u64", "expected a whole number"),
+        ("expected f64", "expected a number"),
         ("expected path string", "expected a folder or file path"),
         ("expected a string", "expected text"),
     ]

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use super::raw::{Problem, RawApi, RawConfig, RawLimits, RawLogging, RawRetry, RawWatch, problem};
+use super::raw::{
+    Problem, RawApi, RawConfig, RawLimits, RawLogging, RawPricing, RawRetry, RawWatch, problem,
+};
 use super::{
-    ApiConfig, ApiKey, Config, EnvLookup, Limits, LogFormat, LoggingConfig, Overrides, Provider,
-    RetryConfig, WatchConfig, WatchMode,
+    ApiConfig, ApiKey, Config, EnvLookup, LimitScope, Limits, LogFormat, LoggingConfig, Overrides,
+    Pricing, Provider, RetryConfig, SpeedPrices, WatchConfig, WatchMode,
 };
 use crate::sidecar::{self, AspectRatio, Fields};
 
@@ -25,6 +27,10 @@ pub(super) const PROVIDERS: &[(&str, Provider)] = &[
     ("kkiai", Provider::Kkiai),
     ("ideogram", Provider::Ideogram),
     ("dry-run", Provider::DryRun),
+];
+pub(super) const SCOPES: &[(&str, LimitScope)] = &[
+    ("account", LimitScope::Account),
+    ("process", LimitScope::Process),
 ];
 pub(super) const WATCH_MODES: &[(&str, WatchMode)] = &[
     ("auto", WatchMode::Auto),
@@ -71,6 +77,10 @@ pub(super) fn resolve(
         resolve_limits(&raw.limits.unwrap_or_default()),
     );
     let retry = keep(&mut problems, resolve_retry(&raw.retry.unwrap_or_default()));
+    let pricing = keep(
+        &mut problems,
+        resolve_pricing(&raw.pricing.unwrap_or_default()),
+    );
     let logging = keep(
         &mut problems,
         resolve_logging(&raw.logging.unwrap_or_default()),
@@ -84,10 +94,11 @@ pub(super) fn resolve(
         Some(watch),
         Some(limits),
         Some(retry),
+        Some(pricing),
         Some(logging),
         Some(lease),
     ) = (
-        folders, layout_ok, api, defaults, watch, limits, retry, logging, lease,
+        folders, layout_ok, api, defaults, watch, limits, retry, pricing, logging, lease,
     )
     else {
         return Err(problems);
@@ -103,6 +114,7 @@ pub(super) fn resolve(
         watch,
         limits,
         retry,
+        pricing,
         layout,
         gallery: output.gallery.unwrap_or(true),
         gallery_delay: output.gallery_delay.unwrap_or(secs(5)),
@@ -383,6 +395,95 @@ pub(super) fn resolve_limits(raw: &RawLimits) -> Result<Limits, Problem> {
             60,
         )?,
         daily_image_budget: raw.daily_image_budget,
+        daily_spend_budget_usd: spend_budget(raw.daily_spend_budget_usd)?,
+        scope: choose(
+            "limits.scope",
+            raw.scope.as_deref(),
+            SCOPES,
+            LimitScope::Account,
+        )?,
+    })
+}
+
+fn spend_budget(written: Option<f64>) -> Result<Option<f64>, Problem> {
+    match written {
+        Some(usd) if !(usd.is_finite() && usd > 0.0) => Err(problem(
+            "limits.daily_spend_budget_usd",
+            "must be more than 0 (or null for no cap)",
+        )),
+        other => Ok(other),
+    }
+}
+
+/// The published prices (USD per output image, Ideogram 3.0, 2025-08).
+pub const PUBLISHED_PRICES: Pricing = Pricing {
+    plain: SpeedPrices {
+        flash: 0.03,
+        turbo: 0.03,
+        default: 0.06,
+        quality: 0.09,
+    },
+    // No character-reference price is published for FLASH; TURBO's is the nearest.
+    character_reference: SpeedPrices {
+        flash: 0.10,
+        turbo: 0.10,
+        default: 0.15,
+        quality: 0.20,
+    },
+};
+
+pub(super) fn resolve_pricing(raw: &RawPricing) -> Result<Pricing, Problem> {
+    let plain = speed_prices(
+        "pricing",
+        [raw.flash, raw.turbo, raw.default, raw.quality],
+        PUBLISHED_PRICES.plain,
+    )?;
+    let character =
+        raw.character_reference
+            .as_ref()
+            .map_or(Ok(PUBLISHED_PRICES.character_reference), |c| {
+                speed_prices(
+                    "pricing.character_reference",
+                    [c.flash, c.turbo, c.default, c.quality],
+                    PUBLISHED_PRICES.character_reference,
+                )
+            })?;
+    Ok(Pricing {
+        plain,
+        character_reference: character,
+    })
+}
+
+fn speed_prices(
+    section: &str,
+    written: [Option<f64>; 4],
+    default: SpeedPrices,
+) -> Result<SpeedPrices, Problem> {
+    let defaults = [
+        default.flash,
+        default.turbo,
+        default.default,
+        default.quality,
+    ];
+    let names = ["FLASH", "TURBO", "DEFAULT", "QUALITY"];
+    let mut out = [0.0; 4];
+    for (i, price) in written.iter().enumerate() {
+        out[i] = match price {
+            Some(usd) if !(usd.is_finite() && *usd >= 0.0) => {
+                return Err(problem(
+                    &format!("{section}.{}", names[i]),
+                    "must be a price in USD of 0 or more",
+                ));
+            }
+            Some(usd) => *usd,
+            None => defaults[i],
+        };
+    }
+    Ok(SpeedPrices {
+        flash: out[0],
+        turbo: out[1],
+        default: out[2],
+        quality: out[3],
     })
 }
 
@@ -403,6 +504,7 @@ pub(super) fn resolve_retry(raw: &RawRetry) -> Result<RetryConfig, Problem> {
         max_attempts: at_least_one("retry.max_attempts", raw.max_attempts, 5)?,
         initial_backoff,
         max_backoff,
+        resend_after_timeout: raw.resend_after_timeout.unwrap_or(true),
     })
 }
 

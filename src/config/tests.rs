@@ -87,6 +87,8 @@ fn minimal_config_resolves_every_default() {
         inflight_images: 10,
         requests_per_minute: 60,
         daily_image_budget: None,
+        daily_spend_budget_usd: None,
+        scope: crate::config::LimitScope::Account,
     };
     assert_eq!(cfg.limits, limits);
     assert_eq!(

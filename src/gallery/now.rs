@@ -103,6 +103,9 @@ pub(crate) fn pause_words(reason: PauseReason) -> &'static str {
         PauseReason::Unauthorized => "the API refuses remixd's key; an operator has to fix it",
         PauseReason::Unavailable => "the API cannot be reached",
         PauseReason::Budget => "today's budget is used up; submissions go on after 00:00 UTC",
+        PauseReason::DailyLimit => {
+            "the API account's daily limit is reached; submissions go on after 00:00 UTC"
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::settle::{Decision, Intake, IntakeTimings};
 use super::watch::{self, Entry, Mode, RescanReason, Scope, WatchMsg};
+use crate::api::billing::round_cents;
 use crate::config::Config;
 use crate::config::reload::Reloader;
 use crate::events;
@@ -286,9 +287,12 @@ impl IntakeLoop {
                 return;
             }
         };
-        for dir in self.owner.take_over_dead(self.ctx.config().lease, now) {
+        let lease = self.ctx.config().lease;
+        for dir in self.owner.take_over_dead(lease, now) {
             jobs.spawn(pipeline::run_resumed(Arc::clone(&self.ctx), dir));
         }
+        self.ctx.gate.set_live(self.owner.live_owners(lease, now));
+        self.ctx.gate.flush_usage();
     }
 
     fn reload(&mut self) {
@@ -305,13 +309,15 @@ impl IntakeLoop {
 
     fn stats(&self) {
         let s = &self.ctx.stats;
+        let today = self.ctx.gate.today();
         info!(
             event = events::DAEMON_STATS,
             pending = self.intake.pending(),
             in_flight = s.in_flight.load(Ordering::Relaxed),
             completed = s.completed.load(Ordering::Relaxed),
             quarantined = s.quarantined.load(Ordering::Relaxed),
-            images_today = self.ctx.gate.images_today(),
+            images_today = today.images(),
+            spend_today_usd = round_cents(today.spend()),
             api_paused = self.ctx.gate.paused().is_some(),
             "counts"
         );
@@ -323,14 +329,17 @@ impl IntakeLoop {
     fn status_line(&self) -> String {
         let s = &self.ctx.stats;
         let (done_today, quarantined_today) = s.today();
+        let usage = self.ctx.gate.today();
         format!(
             "pending {}, in flight {}, completed {}, quarantined {} (since start); \
-             today: done {done_today}, quarantined {quarantined_today}, {} images; API {}",
+             today: done {done_today}, quarantined {quarantined_today}, {} images, ${:.2} \
+             (whole deployment); API {}",
             self.intake.pending(),
             s.in_flight.load(Ordering::Relaxed),
             s.completed.load(Ordering::Relaxed),
             s.quarantined.load(Ordering::Relaxed),
-            self.ctx.gate.images_today(),
+            usage.images(),
+            usage.spend(),
             self.ctx
                 .gate
                 .paused()

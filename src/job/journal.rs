@@ -281,6 +281,8 @@ mod tests {
             message: "m".into(),
             stage: "submitting".into(),
             attempts: 1,
+            billable_attempts: 1,
+            cost: None,
             http_status: Some(200),
             api_error: None,
             source: crate::job::describe::describe(&job.files(), &record.source).0,

@@ -121,6 +121,23 @@ impl Owner {
         taken
     }
 
+    /// How many owners hold a fresh lease now, this one included: the processes sharing the
+    /// account's limits.
+    #[must_use]
+    pub fn live_owners(&self, lease: Duration, now: SystemTime) -> usize {
+        let Ok(entries) = fs::read_dir(self.work_dir.join(OWNERS_DIR)) else {
+            return 1;
+        };
+        let peers = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|peer| *peer != self.root)
+            .filter(|peer| peer.join(LEASE_FILE).exists())
+            .filter(|peer| !self.presumed_dead(peer, lease, now))
+            .count();
+        1 + peers
+    }
+
     fn presumed_dead(&self, peer: &Path, lease: Duration, now: SystemTime) -> bool {
         let path = peer.join(LEASE_FILE);
         let info: Option<LeaseInfo> = fs::read(&path)
@@ -169,10 +186,17 @@ impl Owner {
     }
 }
 
-/// Removes an owner folder that holds no job: its lease and empty `jobs/`.
+/// Removes an owner folder that holds no job: its lease and empty `jobs/`. Its usage file
+/// keeps counting for its day, so a folder whose usage is of today keeps that file (and
+/// loses only its lease: it is no process any more).
 fn remove_if_empty(owner: &Path) {
     let jobs = owner.join(JOBS_DIR);
     if fs::remove_dir(&jobs).is_ok() || !jobs.exists() {
+        if crate::api::usage::counts_today(owner) {
+            let _ = fs::remove_file(owner.join(LEASE_FILE));
+            return;
+        }
+        let _ = fs::remove_file(owner.join(crate::api::usage::USAGE_FILE));
         // Temporaries of writes cut short (the lease, the day's count) go with it.
         if let Ok(entries) = fs::read_dir(owner) {
             for entry in entries.filter_map(Result::ok) {

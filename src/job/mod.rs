@@ -285,6 +285,10 @@ pub struct JobRecord {
     pub input: Input,
     /// Requests sent so far.
     pub attempts: u32,
+    /// Requests that may have been billed (SPEC.md's Billing): answered with a 2xx, or left
+    /// without an answer after their upload. Journals from before it read as 0.
+    #[serde(default)]
+    pub billable_attempts: u32,
     /// The request built from the sidecar and defaults, once built.
     pub request: Option<RemixRequest>,
     /// When things happened.

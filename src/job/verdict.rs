@@ -35,6 +35,9 @@ pub enum Reason {
     DownloadFailed,
     /// The API's answer could not be used.
     BadResponse,
+    /// `retry.resend_after_timeout: false` and the request's answer never came after its
+    /// upload (it may have been billed).
+    AnswerLost,
 }
 
 impl Reason {
@@ -54,6 +57,7 @@ impl Reason {
             Self::RetriesExhausted => "retries_exhausted",
             Self::DownloadFailed => "download_failed",
             Self::BadResponse => "bad_response",
+            Self::AnswerLost => "answer_lost",
         }
     }
 }
@@ -85,7 +89,7 @@ impl Verdict {
 }
 
 /// `error.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorRecord {
     /// The job's id.
     pub job_id: String,
@@ -97,6 +101,12 @@ pub struct ErrorRecord {
     pub stage: String,
     /// Requests sent.
     pub attempts: u32,
+    /// Requests that may have been billed.
+    #[serde(default)]
+    pub billable_attempts: u32,
+    /// What may have been billed for this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::api::billing::Cost>,
     /// HTTP status of the deciding answer.
     pub http_status: Option<u16>,
     /// The API's error body, cut to 4 KiB.

@@ -41,6 +41,7 @@ pub fn claim(inbox: &Path, jobs: &Path, req: ClaimRequest) -> Result<Claim, FsEr
         source: req.source,
         input: req.input,
         attempts: 0,
+        billable_attempts: 0,
         request: None,
         timings: Timings {
             detected_at: Some(req.detected_at),

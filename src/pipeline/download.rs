@@ -8,7 +8,7 @@
 //! `api.base_url` is public, only public addresses ([`crate::api::public_only`]).
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::Url;
 
@@ -105,6 +105,16 @@ pub(super) async fn run(
             kept.push(None);
             continue;
         };
+        if let Some(why) = links_expired(url, job.rec.timings.responded_at, SystemTime::now()) {
+            return Ok(Err(Verdict::file(
+                Reason::DownloadFailed,
+                format!(
+                    "output {n} was not downloaded: the API's links expired ({why}); the outputs \
+                     already fetched are kept here. Requeue the job to submit it again (this \
+                     pays for a new remix)"
+                ),
+            )));
+        }
         match fetch_with_retry(ctx, retry, url, &files, &stem, n, limits).await? {
             Ok(done) => kept.push(Some(done)),
             Err(message) => {
@@ -120,6 +130,36 @@ pub(super) async fn run(
     }
     job.rec.timings.download_ms += started.elapsed().as_millis() as u64;
     Ok(Ok(kept))
+}
+
+/// How long the API's links live when the URL does not say.
+pub const LINK_LIFE: Duration = Duration::from_secs(24 * 3600);
+
+/// Why the link `url`, answered at `responded_at`, is dead at `now`: past its `exp` query
+/// parameter (Unix seconds) when it has one, else older than [`LINK_LIFE`].
+#[must_use]
+pub fn links_expired(
+    url: &str,
+    responded_at: Option<SystemTime>,
+    now: SystemTime,
+) -> Option<String> {
+    let exp = Url::parse(url).ok().and_then(|u| {
+        u.query_pairs()
+            .find(|(k, _)| k == "exp")
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+    });
+    if let Some(exp) = exp {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(exp);
+        return (now > at)
+            .then(|| format!("the link's exp passed at {}", crate::clock::rfc3339(at)));
+    }
+    let age = now.duration_since(responded_at?).ok()?;
+    (age > LINK_LIFE).then(|| {
+        format!(
+            "the answer is {} old and links live 24 h",
+            humantime::format_duration(Duration::from_secs(age.as_secs()))
+        )
+    })
 }
 
 /// Fetches one output, trying a transient failure again; `Ok(Err)` says why it could not be.
@@ -386,6 +426,29 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     use super::*;
+
+    #[test]
+    fn links_expire_by_their_exp_or_after_24_hours() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_756_000_000);
+        let hour = Duration::from_secs(3600);
+        let plain = "https://x/a.png";
+        let with_exp = "https://x/a.png?sig=1&exp=1756003600";
+        assert_eq!(links_expired(plain, Some(t0), t0 + 23 * hour), None);
+        let old = links_expired(plain, Some(t0), t0 + 25 * hour).expect("expired");
+        assert!(old.contains("24 h"), "{old}");
+        assert_eq!(
+            links_expired(plain, None, t0 + 1000 * hour),
+            None,
+            "age unknown"
+        );
+        assert_eq!(links_expired(with_exp, Some(t0), t0 + hour / 2), None);
+        let past = links_expired(with_exp, Some(t0), t0 + 2 * hour).expect("past exp");
+        assert!(past.contains("exp"), "{past}");
+        assert!(
+            links_expired(with_exp, Some(t0 - 30 * hour), t0 + hour / 2).is_none(),
+            "exp wins over the 24 h rule"
+        );
+    }
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR some more png bytes";
 

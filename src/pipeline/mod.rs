@@ -63,7 +63,7 @@ pub async fn run_new(ctx: Arc<Ctx>, req: ClaimRequest) {
 /// Resumes a job found in the work area (at start, or taken over), with the config in force
 /// now.
 pub async fn run_resumed(ctx: Arc<Ctx>, dir: JobDir) {
-    let rec = match dir.read() {
+    let mut rec = match dir.read() {
         Ok(rec) => rec,
         Err(e) => {
             if !dir.has_journal() && dir.remove().is_ok() {
@@ -78,6 +78,8 @@ pub async fn run_resumed(ctx: Arc<Ctx>, dir: JobDir) {
     async move {
         info!(event = events::JOB_RESUMED, stage = rec.stage.name(), "resuming an unfinished job");
         if let Stage::Submitting { attempt } = rec.stage {
+            // Its answer never came back to anyone: the request may have run and been billed.
+            rec.billable_attempts = rec.billable_attempts.max(attempt);
             info!(event = events::JOB_RESUBMITTED, attempt,
                 reason = "the process stopped after sending a request and before its answer was recorded",
                 "submitting again: no answer was recorded");
@@ -284,6 +286,7 @@ mod tests {
             max_attempts: 3,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(5),
+            resend_after_timeout: true,
         };
         assert_eq!(local_wait(&retry), Duration::from_secs(5));
         retry.max_backoff = Duration::from_secs(300);

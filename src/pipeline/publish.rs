@@ -11,6 +11,7 @@ use tracing::info;
 use super::ctx::{Ctx, Job};
 use super::download::Downloaded;
 use super::finish;
+use crate::api::billing::{self, Cost};
 use crate::api::{Answer, OutputItem};
 use crate::clock::rfc3339;
 use crate::config::Provider;
@@ -46,6 +47,8 @@ pub(super) fn begin(
         response: answer.raw.clone(),
         outputs: output_entries(answer, kept),
         attempts: rec.attempts,
+        billable_attempts: rec.billable_attempts,
+        cost: job_cost(job),
         timings: MetadataTimings {
             detected_at: at(rec.timings.detected_at),
             claimed_at: at(rec.timings.claimed_at),
@@ -161,8 +164,31 @@ pub struct Metadata {
     pub outputs: Vec<OutputEntry>,
     /// Requests sent.
     pub attempts: u32,
+    /// Requests that may have been billed.
+    pub billable_attempts: u32,
+    /// What may have been billed: every billable request's images at `pricing`.
+    pub cost: Cost,
     /// When things happened.
     pub timings: MetadataTimings,
+}
+
+/// What a job may have cost so far: each billable request at the job's `pricing` (a dry run
+/// sends nothing and costs nothing).
+pub(super) fn job_cost(job: &Job) -> Cost {
+    if job.config.api.provider == Provider::DryRun {
+        return Cost {
+            usd: 0.0,
+            images: 0,
+            basis: "dry-run".to_owned(),
+        };
+    }
+    let (price, images) = job.rec.request.as_ref().map_or((0.0, 0), |r| {
+        (
+            billing::request_price(&job.config.pricing, r),
+            u32::from(r.num_images),
+        )
+    });
+    billing::job_cost(job.rec.billable_attempts, images, price)
 }
 
 /// The `request` object: form fields by name; a repeated field becomes an array.

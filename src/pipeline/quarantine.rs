@@ -37,6 +37,8 @@ pub(super) fn begin(job: &mut Job, verdict: Verdict) -> Result<(), FsError> {
         message: verdict.message,
         stage: rec.stage.name().to_owned(),
         attempts: rec.attempts,
+        billable_attempts: rec.billable_attempts,
+        cost: Some(super::publish::job_cost(job)),
         http_status: verdict.http_status,
         api_error: verdict.api_error,
         source,

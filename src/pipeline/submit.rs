@@ -10,6 +10,8 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::ctx::{Ctx, Job};
+use crate::api::billing;
+use crate::api::client::Sent;
 use crate::api::gate::Signal;
 use crate::api::{Answer, Outcome};
 use crate::config::RetryConfig;
@@ -33,20 +35,27 @@ pub(super) async fn run(
     };
     let path = job.dir.files().join(job.rec.source.file_os());
     let mut retries = Retries::default();
+    let price = billing::request_price(&job.config.pricing, &request);
     loop {
-        let permit = ctx.gate.admit(request.num_images).await;
+        let permit = ctx.gate.admit(request.num_images, price).await;
         journal_attempt(job)?;
         let started = Instant::now();
-        let outcome = ctx
+        let sent = ctx
             .api
             .submit(&path, &job.rec.source.file, image.format, &request)
             .await?;
         let api_ms = started.elapsed().as_millis() as u64;
         job.rec.timings.api_ms += api_ms;
-        let ticket = permit.ticket();
+        let billable = billing::may_be_billed(&sent.outcome, sent.upload_completed);
+        job.rec.billable_attempts += u32::from(billable);
+        let ticket = permit.ticket(billable);
         drop(permit);
-        log_answer(&outcome, api_ms);
-        ctx.gate.report(signal(&outcome), ticket);
+        log_answer(&sent.outcome, api_ms);
+        ctx.gate.report(signal(&sent.outcome), ticket);
+        if let Some(verdict) = lost(&sent, &job.config.retry) {
+            return Ok(Err(verdict));
+        }
+        let outcome = sent.outcome;
         let health = Health {
             paused: ctx.gate.paused().is_some(),
             worked_since_first_failure: ctx
@@ -113,10 +122,33 @@ fn signal(outcome: &Outcome) -> Signal {
         Outcome::Rejected { .. } | Outcome::Unsafe { .. } | Outcome::BadResponse { .. } => {
             Signal::Answered
         }
-        Outcome::RateLimited { retry_after } => Signal::RateLimited(*retry_after),
+        Outcome::RateLimited {
+            retry_after,
+            max_inflight,
+        } => Signal::RateLimited(*retry_after, *max_inflight),
         Outcome::Pause { reason, .. } => Signal::Pause(*reason),
         Outcome::Transient { .. } => Signal::Transient,
     }
+}
+
+/// The verdict for a request whose answer never came after its upload, when
+/// `retry.resend_after_timeout` is off: sending it again could pay twice.
+fn lost(sent: &Sent, retry: &RetryConfig) -> Option<Verdict> {
+    if retry.resend_after_timeout || !billing::answer_lost(&sent.outcome, sent.upload_completed) {
+        return None;
+    }
+    let what = match &sent.outcome {
+        Outcome::Transient { message, .. } => message.as_str(),
+        _ => "no answer",
+    };
+    Some(Verdict::file(
+        Reason::AnswerLost,
+        format!(
+            "the request went out but its answer never came ({what}); the API may have run and \
+             billed it. retry.resend_after_timeout is off, so it was not sent again: run \
+             `remixd requeue` on this folder to send it again"
+        ),
+    ))
 }
 
 /// A job's transient failures, for `retry.max_attempts`.
@@ -232,7 +264,7 @@ pub(super) fn judge(
             };
             (Decision::Done(Err(verdict)), failures)
         }
-        Outcome::RateLimited { retry_after } => {
+        Outcome::RateLimited { retry_after, .. } => {
             let wait = retry_after.map_or(Wait::Backoff(failures + 1), Wait::For);
             let decision = Decision::retry(wait, Some(429), "rate limited (HTTP 429)".into());
             (decision, failures)
@@ -303,6 +335,7 @@ mod tests {
         max_attempts: 3,
         initial_backoff: Duration::from_secs(2),
         max_backoff: Duration::from_secs(60),
+        resend_after_timeout: true,
     };
     const UP: Health = Health {
         paused: false,
@@ -363,9 +396,9 @@ mod tests {
                 0, DOWN, refused(Reason::UnsafeContent), 0),
             ("a bad answer quarantines", Outcome::BadResponse { http_status: status, api_error, message },
                 1, PAUSED, refused(Reason::BadResponse), 1),
-            ("a 429 waits as told, not counted", Outcome::RateLimited { retry_after: Some(Duration::from_secs(7)) },
+            ("a 429 waits as told, not counted", Outcome::RateLimited { retry_after: Some(Duration::from_secs(7)), max_inflight: None },
                 1, UP, retry(Wait::For(Duration::from_secs(7)), Some(429), "rate limited (HTTP 429)"), 1),
-            ("a 429 without Retry-After backs off", Outcome::RateLimited { retry_after: None },
+            ("a 429 without Retry-After backs off", Outcome::RateLimited { retry_after: None, max_inflight: None },
                 1, UP, retry(Wait::Backoff(2), Some(429), "rate limited (HTTP 429)"), 1),
             ("a pause retries at once, not counted", Outcome::Pause { reason: PauseReason::Balance, http_status: 402, api_error: None, message: "broke".into() },
                 2, UP, retry(Wait::Now, Some(402), "broke"), 2),

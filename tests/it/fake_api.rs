@@ -210,6 +210,33 @@ struct Script {
     requests: Vec<String>,
     next_id: u64,
     latency: Option<Latency>,
+    /// Images asked for by requests received and not answered yet, and the most ever.
+    inflight_images: u64,
+    peak_inflight_images: u64,
+}
+
+/// Counts a request's images in flight until its answer is handed over, or its connection
+/// dies (the handler's future is dropped).
+struct InFlight<'a> {
+    inner: &'a Inner,
+    images: u64,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(inner: &'a Inner, images: u64) -> Self {
+        let mut script = inner.script.lock().unwrap();
+        script.inflight_images += images;
+        script.peak_inflight_images = script.peak_inflight_images.max(script.inflight_images);
+        Self { inner, images }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut script) = self.inner.script.lock() {
+            script.inflight_images -= self.images;
+        }
+    }
 }
 
 /// A random delay before every answer (uploads and file fetches), from a seeded generator.
@@ -344,6 +371,12 @@ impl FakeApi {
             max,
             state: seed,
         });
+    }
+
+    /// The most images ever in flight at once: asked for by requests received and not yet
+    /// answered, whoever sent them.
+    pub fn peak_inflight_images(&self) -> u64 {
+        self.script().peak_inflight_images
     }
 
     /// Every upload so far, in arrival order.
@@ -641,6 +674,11 @@ async fn answer_upload(
         answered_at: None,
     };
     read_form(multipart, &mut upload).await;
+    let images = upload
+        .field("num_images")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let in_flight = InFlight::start(inner, images);
     let planned = inner.plan(&upload);
     upload.status = planned.status;
     upload.body.clone_from(&planned.body);
@@ -656,6 +694,7 @@ async fn answer_upload(
     // When the client dies during the delay the server may drop this future: the answer is
     // then never marked as handed over.
     inner.script.lock().unwrap().uploads[index].answered_at = Some(Instant::now());
+    drop(in_flight);
     respond(planned.status, &planned.headers, planned.body)
 }
 

@@ -130,7 +130,7 @@ fn outcome_keeps_promises(outcome: &Outcome) -> Result<(), String> {
             api_error, message, ..
         } => (api_error.as_deref(), message.as_str()),
         Outcome::Transient { message, .. } => (None, message.as_str()),
-        Outcome::RateLimited { retry_after } => {
+        Outcome::RateLimited { retry_after, .. } => {
             return if retry_after.is_none_or(|d| d <= RETRY_AFTER_MAX) {
                 Ok(())
             } else {

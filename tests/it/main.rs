@@ -18,9 +18,11 @@ mod env;
 mod fake_api;
 mod images;
 
+mod billing;
 mod cli;
 mod crash;
 mod disk;
+mod fleet;
 mod fuzz;
 mod gallery;
 mod hostile;

@@ -18,10 +18,10 @@ use crate::fake_api::{FakeApi, Mode, Upload};
 use crate::images;
 
 /// The process names, also their routes on the fake ([`Upload::via`]).
-const NAMES: [&str; 3] = ["p0", "p1", "p2"];
+pub(crate) const NAMES: [&str; 3] = ["p0", "p1", "p2"];
 
 /// One config per process, all on the same folders; `extra` applies to every one.
-fn configs(env: &TestEnv, fake: &FakeApi, extra: &[(&str, &str)]) -> Vec<PathBuf> {
+pub(crate) fn configs(env: &TestEnv, fake: &FakeApi, extra: &[(&str, &str)]) -> Vec<PathBuf> {
     NAMES
         .iter()
         .map(|name| {
@@ -39,7 +39,7 @@ fn configs(env: &TestEnv, fake: &FakeApi, extra: &[(&str, &str)]) -> Vec<PathBuf
 }
 
 /// Drops images `range` (with `.txt` prompts) over a few subfolders; returns the images.
-fn drop_many(env: &TestEnv, range: std::ops::Range<usize>) -> Vec<String> {
+pub(crate) fn drop_many(env: &TestEnv, range: std::ops::Range<usize>) -> Vec<String> {
     range
         .map(|i| {
             let dir = format!("d{}", i % 4);
@@ -54,7 +54,7 @@ fn drop_many(env: &TestEnv, range: std::ops::Range<usize>) -> Vec<String> {
         .collect()
 }
 
-fn published(env: &TestEnv) -> usize {
+pub(crate) fn published(env: &TestEnv) -> usize {
     walk_paths(&env.outbox)
         .iter()
         .filter(|p| p.file_name().is_some_and(|n| n == "metadata.json"))
@@ -62,7 +62,7 @@ fn published(env: &TestEnv) -> usize {
 }
 
 /// Waits until `n` job folders are in the outbox.
-fn wait_published(env: &TestEnv, n: usize, timeout: Duration, daemons: &[&Daemon]) {
+pub(crate) fn wait_published(env: &TestEnv, n: usize, timeout: Duration, daemons: &[&Daemon]) {
     let deadline = Instant::now() + timeout;
     while published(env) < n {
         if Instant::now() > deadline {
@@ -82,7 +82,7 @@ fn wait_published(env: &TestEnv, n: usize, timeout: Duration, daemons: &[&Daemon
 }
 
 /// Each image's uploads, in arrival order.
-fn uploads_by_image(
+pub(crate) fn uploads_by_image(
     env: &TestEnv,
     fake: &FakeApi,
     rels: &[String],
@@ -198,7 +198,7 @@ fn three_processes_on_one_inbox_upload_each_image_once() {
 }
 
 /// Files a process claimed and did not see to an end in its own log.
-fn unfinished(events: &[Value]) -> Vec<String> {
+pub(crate) fn unfinished(events: &[Value]) -> Vec<String> {
     let ended = |f: &str| {
         events.iter().any(|e| {
             (e["event"] == "job.completed" || e["event"] == "job.quarantined") && e["file"] == f
@@ -214,7 +214,7 @@ fn unfinished(events: &[Value]) -> Vec<String> {
 }
 
 /// Waits until `d` holds at least `n` unfinished jobs.
-fn wait_busy(d: &mut Daemon, n: usize) {
+pub(crate) fn wait_busy(d: &mut Daemon, n: usize) {
     d.wait_for(&format!("{n} unfinished jobs"), |events| {
         unfinished(events).len() >= n
     });
@@ -237,7 +237,7 @@ fn ownership_log(events: &[Vec<Value>]) -> String {
 /// The common end of the takeover tests: everything published once, nothing paid for twice
 /// except what the stopped process had in flight, and its unfinished jobs finished by the
 /// others (logged by them).
-fn check_takeover(
+pub(crate) fn check_takeover(
     env: &TestEnv,
     uploads: BTreeMap<String, Vec<Upload>>,
     events: &[Vec<Value>],
