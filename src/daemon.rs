@@ -56,7 +56,11 @@ pub async fn run(
     let mut gate = Gate::new(&config);
     gate.set_scratch(owner.root().to_path_buf());
     let gallery = Gallery::new(&config, &owner.id());
-    let ctx = Arc::new(Ctx::new(config, gate, api, owner.jobs()).with_gallery(gallery.clone()));
+    let ctx = Arc::new(
+        Ctx::new(config, gate, api, owner.jobs())
+            .with_gallery(gallery.clone())
+            .with_once(options.once),
+    );
     let gallery_stop = CancellationToken::new();
     let gallery_task = tokio::spawn(gallery.run(gallery_live(&ctx), gallery_stop.clone()));
     let (tx, events) = mpsc::channel(4096);

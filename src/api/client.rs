@@ -1,9 +1,11 @@
-//! The HTTP client: one multipart request per attempt, the image streamed from its file, the
-//! answer read with a size cap and handed to [`classify`]. Retrying, pacing and pausing are the
-//! pipeline's and the gate's business; the dry-run provider never sends anything.
+//! The HTTP client: one multipart request per attempt to the operation's endpoint, every file
+//! (image, mask, references) streamed from its own file under a safe ASCII part name, the
+//! answer read with a size cap and handed to [`classify`]. Retrying, pacing and pausing are
+//! the pipeline's and the gate's business; the dry-run provider never sends anything.
 
 use std::error::Error as _;
-use std::path::Path;
+use std::io::Read as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER};
@@ -11,13 +13,24 @@ use reqwest::multipart::{Form, Part};
 
 use crate::config::{ApiConfig, Provider};
 use crate::fsx::{self, Context as _, FsError};
-use crate::image_info::ImageFormat;
-use crate::sidecar::RemixRequest;
+use crate::image_info::{ImageFormat, SNIFF_LEN, sniff};
+use crate::sidecar::{Operation, RemixRequest};
 
 use super::{Outcome, classify};
 
-/// The path appended to `base_url`.
-const REMIX_PATH: &str = "/v1/ideogram-v3/remix";
+/// The path appended to `base_url`, before the operation's name.
+const API_PATH: &str = "/v1/ideogram-v3/";
+
+/// One file sent as a form part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePart {
+    /// The form name (`image`, `mask`, `style_reference_images`, ...).
+    pub field: String,
+    /// Where its bytes are.
+    pub path: PathBuf,
+    /// The stem the part's file name is made from (any text; made safe when sent).
+    pub stem: String,
+}
 
 /// The largest answer read; a remix answer is a few KiB.
 pub const ANSWER_MAX_BYTES: usize = 8 * 1024 * 1024;
@@ -26,7 +39,8 @@ pub const ANSWER_MAX_BYTES: usize = 8 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
-    endpoint: String,
+    /// `base_url` without its trailing `/`; empty for dry-run.
+    base: String,
     /// Marked sensitive, so `Debug` never prints the key.
     auth: Option<(HeaderName, HeaderValue)>,
     request_timeout: Duration,
@@ -45,9 +59,9 @@ impl ApiClient {
             .redirect(reqwest::redirect::Policy::limited(5))
             .user_agent(format!("remixd/{}", crate::VERSION))
             .build()?;
-        let endpoint = match (config.provider, &config.base_url) {
+        let base = match (config.provider, &config.base_url) {
             (Provider::DryRun, _) | (_, None) => String::new(),
-            (_, Some(base)) => format!("{}{REMIX_PATH}", base.trim_end_matches('/')),
+            (_, Some(base)) => base.trim_end_matches('/').to_owned(),
         };
         let auth = match (config.provider, &config.api_key) {
             (Provider::Kkiai, Some(key)) => Some((
@@ -62,34 +76,36 @@ impl ApiClient {
         };
         Ok(Self {
             http,
-            endpoint,
+            base,
             auth,
             request_timeout: config.request_timeout,
         })
     }
 
-    /// `{base_url}/v1/ideogram-v3/remix` (empty for dry-run).
+    /// `{base_url}/v1/ideogram-v3/{operation}` (empty for dry-run).
     #[must_use]
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
+    pub fn endpoint(&self, operation: Operation) -> String {
+        if self.base.is_empty() {
+            return String::new();
+        }
+        format!("{}{API_PATH}{}", self.base, operation.name())
     }
 
-    /// Sends one request: `image` streamed from disk as the `image` part named `file_name`.
-    /// Connection errors and timeouts come back as [`Outcome::Transient`].
+    /// Sends one request to its operation's endpoint: each file streamed from disk as its own
+    /// part, then the text fields. Connection errors and timeouts come back as
+    /// [`Outcome::Transient`].
     ///
     /// # Errors
-    /// [`FsError`] when the local image cannot be opened; nothing was sent then.
+    /// [`FsError`] when a local file cannot be opened; nothing was sent then.
     pub async fn submit(
         &self,
-        image: &Path,
-        file_name: &str,
-        format: ImageFormat,
+        files: &[FilePart],
         request: &RemixRequest,
     ) -> Result<Outcome, FsError> {
-        let form = image_form(image, file_name, format, request)?;
+        let form = form(files, request)?;
         let mut builder = self
             .http
-            .post(&self.endpoint)
+            .post(self.endpoint(request.operation))
             .header(ACCEPT, "application/json")
             .timeout(self.request_timeout)
             .multipart(form);
@@ -161,33 +177,47 @@ fn header_value(http: &reqwest::Client, text: &str) -> Result<HeaderValue, reqwe
     }
 }
 
-/// The form: the image streamed from its open file (memory does not grow with its size), then
-/// every field as a text part, in order.
-fn image_form(
-    image: &Path,
-    file_name: &str,
-    format: ImageFormat,
-    request: &RemixRequest,
-) -> Result<Form, FsError> {
-    const ACTION: &str = "opening the image to upload";
-    let file = fsx::open_nofollow(image).context(ACTION, image)?;
-    let meta = file.metadata().context(ACTION, image)?;
-    if !meta.is_file() {
-        // Checked again on this very descriptor: whatever the path names now, only a plain
-        // file's bytes are ever sent.
-        return Err(std::io::Error::other("not a plain file")).context(ACTION, image);
+/// The form: each file streamed from its open file (memory does not grow with its size),
+/// then every field as a text part, in order.
+fn form(files: &[FilePart], request: &RemixRequest) -> Result<Form, FsError> {
+    let mut form = Form::new();
+    for file in files {
+        form = form.part(file.field.clone(), file_part(file)?);
     }
-    let len = meta.len();
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
-    let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
-        .file_name(file_name.to_owned())
-        .mime_str(format.mime())
-        .expect("the image formats' media types are valid");
-    let mut form = Form::new().part("image", part);
     for (name, value) in &request.fields {
         form = form.text(name.clone(), value.clone());
     }
     Ok(form)
+}
+
+/// One file as a part. Its name is made from the stem with nothing a header could trip on
+/// (the real name is in `metadata.json`, not the API's business), its extension and media
+/// type from its bytes.
+fn file_part(file: &FilePart) -> Result<Part, FsError> {
+    const ACTION: &str = "opening a file to upload";
+    let path = &file.path;
+    let mut opened = fsx::open_nofollow(path).context(ACTION, path)?;
+    let meta = opened.metadata().context(ACTION, path)?;
+    if !meta.is_file() {
+        // Checked again on this very descriptor: whatever the path names now, only a plain
+        // file's bytes are ever sent.
+        return Err(std::io::Error::other("not a plain file")).context(ACTION, path);
+    }
+    let mut head = [0u8; SNIFF_LEN];
+    let n = (&opened)
+        .take(SNIFF_LEN as u64)
+        .read(&mut head)
+        .context(ACTION, path)?;
+    std::io::Seek::rewind(&mut opened).context(ACTION, path)?;
+    let format = sniff(&head[..n]).unwrap_or(ImageFormat::Png);
+    let len = meta.len();
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(opened));
+    Ok(
+        Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+            .file_name(crate::text::safe_file_name(&file.stem, format.ext()))
+            .mime_str(format.mime())
+            .expect("the image formats' media types are valid"),
+    )
 }
 
 /// The whole body, or `None` past `max` bytes.
@@ -288,7 +318,7 @@ mod tests {
     async fn serve() -> (String, Log) {
         let log = Log::default();
         let app = axum::Router::new()
-            .route(REMIX_PATH, axum::routing::post(remix))
+            .route("/v1/ideogram-v3/remix", axum::routing::post(remix))
             .route("/busy/v1/ideogram-v3/remix", axum::routing::post(busy))
             .layer(DefaultBodyLimit::disable())
             .with_state(log.clone());
@@ -319,7 +349,16 @@ mod tests {
                 ("style_codes".into(), "BBBBBBBB".into()),
             ],
             num_images: 1,
+            operation: Operation::Remix,
         }
+    }
+
+    fn image_part(path: &std::path::Path, stem: &str) -> Vec<FilePart> {
+        vec![FilePart {
+            field: "image".into(),
+            path: path.to_path_buf(),
+            stem: stem.into(),
+        }]
     }
 
     fn header<'a>(seen: &'a Seen, name: &str) -> Option<&'a str> {
@@ -334,7 +373,7 @@ mod tests {
         let path = dir.path().join("cat.png");
         std::fs::write(&path, bytes).expect("write image");
         client
-            .submit(&path, "cat.png", ImageFormat::Png, &request())
+            .submit(&image_part(&path, "cat"), &request())
             .await
             .expect("image opens")
     }
@@ -343,7 +382,14 @@ mod tests {
     async fn kkiai_sends_bearer_image_and_fields() {
         let (base, log) = serve().await;
         let client = ApiClient::new(&config(Provider::Kkiai, &base)).expect("client");
-        assert_eq!(client.endpoint(), format!("{base}v1/ideogram-v3/remix"));
+        assert_eq!(
+            client.endpoint(Operation::Remix),
+            format!("{base}v1/ideogram-v3/remix")
+        );
+        assert_eq!(
+            client.endpoint(Operation::ReplaceBackground),
+            format!("{base}v1/ideogram-v3/replace-background")
+        );
         let png = b"\x89PNG\r\n\x1a\nsome image bytes";
         let outcome = submit_png(&client, png).await;
         assert!(
@@ -390,7 +436,7 @@ mod tests {
         let mut cfg = config(Provider::DryRun, "http://x");
         cfg.base_url = None;
         let client = ApiClient::new(&cfg).expect("client");
-        assert_eq!(client.endpoint(), "");
+        assert_eq!(client.endpoint(Operation::Inpaint), "");
         assert!(client.auth.is_none());
     }
 
@@ -432,9 +478,7 @@ mod tests {
         let client = ApiClient::new(&config(Provider::Kkiai, "http://127.0.0.1:9")).expect("c");
         let err = client
             .submit(
-                Path::new("/nonexistent/x.png"),
-                "x.png",
-                ImageFormat::Png,
+                &image_part(std::path::Path::new("/nonexistent/x.png"), "x"),
                 &request(),
             )
             .await
@@ -456,7 +500,7 @@ mod tests {
             .and_then(|f| f.set_len(SIZE))
             .expect("sparse extend");
         let outcome = client
-            .submit(&path, "big.png", ImageFormat::Png, &request())
+            .submit(&image_part(&path, "big"), &request())
             .await
             .expect("opens");
         assert!(matches!(outcome, Outcome::Answer(_)), "{outcome:?}");
@@ -470,7 +514,7 @@ mod tests {
         async fn refuse(_upload: axum::body::Bytes) -> impl IntoResponse {
             (StatusCode::UNAUTHORIZED, r#"{"message":"invalid key"}"#)
         }
-        let app = axum::Router::new().route(REMIX_PATH, axum::routing::post(refuse));
+        let app = axum::Router::new().route("/v1/ideogram-v3/remix", axum::routing::post(refuse));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -21,6 +21,9 @@ pub struct OutputItem {
     pub is_image_safe: bool,
     /// The style used.
     pub style_type: Option<String>,
+    /// The size of an upscaled output, when the API says (it sends this for some edits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upscaled_resolution: Option<String>,
 }
 
 /// A usable answer: at least one output with a URL.
@@ -363,6 +366,7 @@ fn read_item(item: &Value) -> Option<OutputItem> {
         seed,
         is_image_safe,
         style_type: text("style_type"),
+        upscaled_resolution: text("upscaled_resolution"),
     })
 }
 

@@ -82,7 +82,7 @@ fn minimal_config_resolves_every_default() {
     };
     assert_eq!(cfg.watch, watch);
     let limits = Limits {
-        max_image_bytes: 10_485_760,
+        max_image_bytes: 10_000_000,
         concurrency: 4,
         inflight_images: 10,
         requests_per_minute: 60,

@@ -20,8 +20,8 @@ use super::watch::{self, Entry, Mode, RescanReason, Scope, WatchMsg};
 use crate::config::Config;
 use crate::config::reload::Reloader;
 use crate::events;
-use crate::job::{Input, SourceRef};
 use crate::job::lease::Owner;
+use crate::job::{Input, SourceRef};
 use crate::pipeline::claim::ClaimRequest;
 use crate::pipeline::{self, Ctx};
 use crate::shutdown::JobTracker;
@@ -459,12 +459,15 @@ fn claim_request(decision: Decision) -> ClaimRequest {
             detected_at,
             image,
             sidecar,
+            mask,
         } => {
             let sidecar = sidecar.as_deref().map(name);
+            let mask = mask.as_deref().map(name);
             ClaimRequest {
                 job_id,
                 detected_at,
-                source: SourceRef::new(&parent(&image), &name(&image), sidecar.as_deref()),
+                source: SourceRef::new(&parent(&image), &name(&image), sidecar.as_deref())
+                    .with_mask(mask.as_deref()),
                 input: Input::Image,
             }
         }

@@ -7,7 +7,8 @@
 //! 1. Create the job folder and `files/` (parent folders synced), write `job.json` with stage
 //!    `claiming`, naming the input and sidecar: recovery can now finish or undo the claim.
 //! 2. Rename the input, then the sidecar, from the inbox into `files/`; sync `files/` and the
-//!    inbox folder. The rename of the input decides who owns it; nothing is copied.
+//!    inbox folder. The rename of the input decides who owns it. Reference images are the
+//!    one thing copied: streamed into `refs/` (each file synced, then the folder once).
 //! 3. Journal `claimed`. Then, before each request, journal `submitting {attempt}`; a crash
 //!    here means the request may or may not have reached the API, and recovery sends it again
 //!    (logged as `job.resubmitted`): there is no answer to reuse.
@@ -39,6 +40,7 @@ use crate::fsx::{self, Context, FsError};
 pub const JOBS_DIR: &str = "jobs";
 const JOURNAL_FILE: &str = "job.json";
 const FILES_DIR: &str = "files";
+const REFS_DIR: &str = "refs";
 
 /// Why a journal could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,13 @@ impl JobDir {
         self.root.join(FILES_DIR)
     }
 
+    /// `refs/`: the copies of the reference images, sent by every attempt and never moved
+    /// with `files/`.
+    #[must_use]
+    pub fn refs(&self) -> PathBuf {
+        self.root.join(REFS_DIR)
+    }
+
     fn journal_path(&self) -> PathBuf {
         self.root.join(JOURNAL_FILE)
     }
@@ -138,6 +147,13 @@ impl JobDir {
         match fs::remove_dir(&files) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).context("removing a finished job's files folder", &files)?;
+            }
+            _ => {}
+        }
+        let refs = self.refs();
+        match fs::remove_dir_all(&refs) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).context("removing a finished job's reference copies", &refs)?;
             }
             _ => {}
         }

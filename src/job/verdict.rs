@@ -35,6 +35,8 @@ pub enum Reason {
     DownloadFailed,
     /// The API's answer could not be used.
     BadResponse,
+    /// An `inpaint` job whose `STEM.mask.*` never came.
+    MissingMask,
 }
 
 impl Reason {
@@ -54,6 +56,7 @@ impl Reason {
             Self::RetriesExhausted => "retries_exhausted",
             Self::DownloadFailed => "download_failed",
             Self::BadResponse => "bad_response",
+            Self::MissingMask => "missing_mask",
         }
     }
 }
@@ -116,7 +119,7 @@ pub struct ErrorRecord {
 pub fn stray_message(reason: Reason) -> String {
     match reason {
         Reason::NotRegularFile => "this entry is a symlink, FIFO, socket or device, which remixd never opens or follows; it was moved here as it is. Put the image file itself in the inbox".into(),
-        Reason::OrphanSidecar => "this sidecar's image never arrived (watch.orphan_after); drop the image and requeue, or delete this".into(),
+        Reason::OrphanSidecar => "this sidecar's (or inpaint mask's) image never arrived (watch.orphan_after); drop the image and requeue, or delete this".into(),
         Reason::UnsupportedFormat => "remixd only takes PNG, JPEG or WebP images (.png .jpg .jpeg .webp) and their sidecars (.yaml .yml .json .txt); convert the file and drop it in again".into(),
         other => format!("quarantined: {}", other.name()),
     }
