@@ -52,6 +52,9 @@ pub const API_RESUMED: &str = "api.resumed";
 pub const WATCH_RESCAN: &str = "watch.rescan";
 /// Which watch mode a folder got and why (not in SPEC.md's table).
 pub const WATCH_MODE: &str = "watch.mode";
+/// How many asset folders (`_refs/`) the inbox holds, logged once at start (not in SPEC.md's
+/// table).
+pub const WATCH_ASSET_FOLDERS: &str = "watch.asset_folders";
 
 /// Every event name above.
 pub const ALL: &[&str] = &[
@@ -77,6 +80,7 @@ pub const ALL: &[&str] = &[
     API_RESUMED,
     WATCH_RESCAN,
     WATCH_MODE,
+    WATCH_ASSET_FOLDERS,
 ];
 
 #[cfg(test)]

@@ -570,6 +570,20 @@ mod tests {
         assert_eq!(item.prompt.as_deref(), Some("p"));
     }
 
+    /// Issue 10: "`upscaled_resolution` is kept in outputs when the API sends it".
+    #[test]
+    fn upscaled_resolution_is_kept_when_sent() {
+        let body = r#"{"data":[{"url":"https://x/a.png","upscaled_resolution":"2048x2048"},{"url":"https://x/b.png"}]}"#;
+        let Outcome::Answer(answer) = classify(200, None, body.as_bytes()) else {
+            panic!("expected an answer");
+        };
+        assert_eq!(
+            answer.items[0].upscaled_resolution.as_deref(),
+            Some("2048x2048")
+        );
+        assert_eq!(answer.items[1].upscaled_resolution, None);
+    }
+
     #[test]
     fn missing_safety_flag_follows_the_url() {
         let body = r#"{"data":[{"url":"https://x/a.png"},{"url":null}]}"#;

@@ -467,8 +467,7 @@ fn ref_path(key: &str, item: Value) -> Result<RefPath, SidecarError> {
         return Err(field_error(
             key,
             format!(
-                "{}: absolute paths are not allowed; write it relative to the folder of this file",
-                quoted(&written)
+                "\"{written}\": absolute paths are not allowed; write it relative to the folder of this file"
             ),
         ));
     }
