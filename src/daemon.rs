@@ -60,7 +60,11 @@ pub async fn run(
         gate.set_live(owner.live_owners(config.lease, now));
     }
     let gallery = Gallery::new(&config, &owner.id());
-    let ctx = Arc::new(Ctx::new(config, gate, api, owner.jobs()).with_gallery(gallery.clone()));
+    let ctx = Arc::new(
+        Ctx::new(config, gate, api, owner.jobs())
+            .with_gallery(gallery.clone())
+            .with_once(options.once),
+    );
     let gallery_stop = CancellationToken::new();
     let gallery_task = tokio::spawn(gallery.run(gallery_live(&ctx), gallery_stop.clone()));
     let (tx, events) = mpsc::channel(4096);
@@ -83,6 +87,7 @@ pub async fn run(
         quarantine = %ctx.config().quarantine.display(), provider = ctx.config().api.provider.name(),
         watch_mode = mode, owner = owner.id(), "remixd started");
     info!(event = events::WATCH_MODE, watch_mode = mode, why = %chosen.why, "watching the inbox");
+    log_asset_folders(&scope);
     let jobs = JobTracker::new();
     let mut intake = IntakeLoop::new(IntakeParts {
         ctx: Arc::clone(&ctx),
@@ -106,6 +111,25 @@ pub async fn run(
         intake.owner().retire();
     }
     Ok(())
+}
+
+/// Says once which asset folders (`_refs/`) the inbox holds: they are never taken as jobs,
+/// so a folder named so by mistake is seen at start, not wondered about later.
+fn log_asset_folders(scope: &Scope) {
+    const SHOWN: usize = 20;
+    let found = scope.asset_folders();
+    let shown: Vec<String> = found
+        .iter()
+        .take(SHOWN)
+        .map(|p| p.display().to_string())
+        .collect();
+    info!(
+        event = events::WATCH_ASSET_FOLDERS,
+        count = found.len(),
+        folders = ?shown,
+        "{} asset folder(s) (names starting with _): shared files for references, never taken as jobs",
+        found.len()
+    );
 }
 
 /// What the gallery's writer reads from the running daemon.

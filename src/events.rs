@@ -55,6 +55,9 @@ pub const API_LIMITS: &str = "api.limits";
 pub const WATCH_RESCAN: &str = "watch.rescan";
 /// Which watch mode a folder got and why (not in SPEC.md's table).
 pub const WATCH_MODE: &str = "watch.mode";
+/// How many asset folders (`_refs/`) the inbox holds, logged once at start (not in SPEC.md's
+/// table).
+pub const WATCH_ASSET_FOLDERS: &str = "watch.asset_folders";
 
 /// Every event name above.
 pub const ALL: &[&str] = &[
@@ -81,6 +84,7 @@ pub const ALL: &[&str] = &[
     API_LIMITS,
     WATCH_RESCAN,
     WATCH_MODE,
+    WATCH_ASSET_FOLDERS,
 ];
 
 #[cfg(test)]

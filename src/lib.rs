@@ -10,8 +10,8 @@
 //!   `_defaults.yaml`: reader, fields, request), [`image_info`] (format and size from bytes)
 //! - a job: [`job`] (id, stage, record; `describe`: what an input is; `verdict`: why it is
 //!   quarantined; `journal`: its durable record; `lease`: whose it is), [`pipeline`] (the
-//!   stage machine, one room per stage: `claim`, `prepare`, `submit` or `dry_run`,
-//!   `download`, `publish` or `quarantine`, `finish`), [`api`] (`client`, `response`:
+//!   stage machine, one room per stage: `claim` (with `references`, the copies it makes),
+//!   `prepare`, `submit` or `dry_run`, `download`, `publish` or `quarantine`, `finish`), [`api`] (`client`, `response`:
 //!   what an answer means, `gate`: pacing and pauses, `public_only`: the download address
 //!   guard)
 //! - plumbing: [`fsx`] (durable writes and renames), [`clock`] (RFC 3339, the UTC day),

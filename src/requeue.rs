@@ -254,7 +254,7 @@ impl Quarantine {
         Ok(self.file_away(rel).err().map(problem))
     }
 
-    /// Moves the original and its sidecar back to their inbox folder; returns what
+    /// Moves the original, its sidecar and its mask back to their inbox folder; returns what
     /// `error.json` said and that folder (relative to the inbox).
     fn move_back(&self, rel: &Path) -> Result<(ErrorRecord, PathBuf), JobProblem> {
         let dir = self.root.join(rel);
@@ -265,7 +265,17 @@ impl Quarantine {
         if let Some(sidecar) = &record.sidecar {
             names.push(plain_name(&sidecar.file)?);
         }
-        names.push(plain_name(&record.source.file)?);
+        let image = plain_name(&record.source.file)?;
+        // An inpaint mask goes back too, before its image, so the job finds it.
+        let masks = crate::inbox::mask_candidates(std::ffi::OsStr::new(&image));
+        if let Some(mask) = masks
+            .into_iter()
+            .filter_map(|m| m.into_string().ok())
+            .find(|m| fs::symlink_metadata(dir.join(m)).is_ok_and(|meta| meta.is_file()))
+        {
+            names.push(mask);
+        }
+        names.push(image);
         let target = self.inbox.join(&subdir);
         check_movable(&dir, &target, &names)?;
         fsx::create_dir_all_durable(&target).context("creating the inbox folder", &target)?;

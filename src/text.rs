@@ -13,6 +13,30 @@ pub fn cut_bytes(text: &str, max_bytes: usize) -> &str {
     &text[..end]
 }
 
+/// A file name for a multipart part: the stem with every character but ASCII letters,
+/// digits and `- _ + .` replaced by `_` (no control character, quote, `;` or non-ASCII can
+/// reach a header), at most 64 characters, then `.ext`; `image.ext` when nothing is left.
+#[must_use]
+pub fn safe_file_name(stem: &str, ext: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    let cleaned: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_CHARS)
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.');
+    if cleaned.chars().all(|c| matches!(c, '_' | '.' | '-')) {
+        return format!("image.{ext}");
+    }
+    format!("{cleaned}.{ext}")
+}
+
 /// A name as readable text: UTF-8 as it is, other bytes as `\xNN`.
 #[must_use]
 pub fn escape_name(bytes: &[u8]) -> String {
@@ -29,6 +53,18 @@ pub fn escape_name(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn part_names_are_plain_ascii_with_the_right_extension() {
+        assert_eq!(safe_file_name("cat", "png"), "cat.png");
+        assert_eq!(safe_file_name("new\nline", "png"), "new_line.png");
+        assert_eq!(safe_file_name("a\"b;c=d", "jpg"), "a_b_c_d.jpg");
+        assert_eq!(safe_file_name("été", "webp"), "_t_.webp");
+        assert_eq!(safe_file_name("\\xFF\\xFE", "png"), "_xFF_xFE.png");
+        assert_eq!(safe_file_name("日本", "png"), "image.png");
+        assert_eq!(safe_file_name("..hidden", "png"), "hidden.png");
+        assert_eq!(safe_file_name(&"x".repeat(250), "png").len(), 68);
+    }
 
     #[test]
     fn cuts_at_a_char_boundary() {

@@ -1,9 +1,11 @@
-//! The HTTP client: one multipart request per attempt, the image streamed from its file, the
-//! answer read with a size cap and handed to [`classify`]. Retrying, pacing and pausing are the
-//! pipeline's and the gate's business; the dry-run provider never sends anything.
+//! The HTTP client: one multipart request per attempt to the operation's endpoint, every file
+//! (image, mask, references) streamed from its own file under a safe ASCII part name, the
+//! answer read with a size cap and handed to [`classify`]. Retrying, pacing and pausing are
+//! the pipeline's and the gate's business; the dry-run provider never sends anything.
 
 use std::error::Error as _;
-use std::path::Path;
+use std::io::Read as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,13 +17,24 @@ use reqwest::multipart::{Form, Part};
 
 use crate::config::{ApiConfig, Provider};
 use crate::fsx::{self, Context as _, FsError};
-use crate::image_info::ImageFormat;
-use crate::sidecar::RemixRequest;
+use crate::image_info::{ImageFormat, SNIFF_LEN, sniff};
+use crate::sidecar::{Operation, RemixRequest};
 
 use super::{Outcome, classify};
 
-/// The path appended to `base_url`.
-const REMIX_PATH: &str = "/v1/ideogram-v3/remix";
+/// The path appended to `base_url`, before the operation's name.
+const API_PATH: &str = "/v1/ideogram-v3/";
+
+/// One file sent as a form part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePart {
+    /// The form name (`image`, `mask`, `style_reference_images`, ...).
+    pub field: String,
+    /// Where its bytes are.
+    pub path: PathBuf,
+    /// The stem the part's file name is made from (any text; made safe when sent).
+    pub stem: String,
+}
 
 /// The largest answer read; a remix answer is a few KiB.
 pub const ANSWER_MAX_BYTES: usize = 8 * 1024 * 1024;
@@ -40,7 +53,8 @@ pub struct Sent {
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
-    endpoint: String,
+    /// `base_url` without its trailing `/`; empty for dry-run.
+    base: String,
     /// Marked sensitive, so `Debug` never prints the key.
     auth: Option<(HeaderName, HeaderValue)>,
     request_timeout: Duration,
@@ -59,9 +73,9 @@ impl ApiClient {
             .redirect(reqwest::redirect::Policy::limited(5))
             .user_agent(format!("remixd/{}", crate::VERSION))
             .build()?;
-        let endpoint = match (config.provider, &config.base_url) {
+        let base = match (config.provider, &config.base_url) {
             (Provider::DryRun, _) | (_, None) => String::new(),
-            (_, Some(base)) => format!("{}{REMIX_PATH}", base.trim_end_matches('/')),
+            (_, Some(base)) => base.trim_end_matches('/').to_owned(),
         };
         let auth = match (config.provider, &config.api_key) {
             (Provider::Kkiai, Some(key)) => Some((
@@ -76,44 +90,46 @@ impl ApiClient {
         };
         Ok(Self {
             http,
-            endpoint,
+            base,
             auth,
             request_timeout: config.request_timeout,
         })
     }
 
-    /// `{base_url}/v1/ideogram-v3/remix` (empty for dry-run).
+    /// `{base_url}/v1/ideogram-v3/{operation}` (empty for dry-run).
     #[must_use]
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
+    pub fn endpoint(&self, operation: Operation) -> String {
+        if self.base.is_empty() {
+            return String::new();
+        }
+        format!("{}{API_PATH}{}", self.base, operation.name())
     }
 
-    /// Sends one request: `image` streamed from disk as the `image` part named `file_name`.
-    /// Connection errors and timeouts come back as [`Outcome::Transient`], with
-    /// [`Sent::upload_completed`] saying whether the upload had gone out whole.
+    /// Sends one request to its operation's endpoint: each file streamed from disk as its own
+    /// part, then the text fields. Connection errors and timeouts come back as
+    /// [`Outcome::Transient`], with [`Sent::upload_completed`] saying whether the files had
+    /// gone out whole.
     ///
     /// # Errors
-    /// [`FsError`] when the local image cannot be opened; nothing was sent then.
+    /// [`FsError`] when a local file cannot be opened; nothing was sent then.
     pub async fn submit(
         &self,
-        image: &Path,
-        file_name: &str,
-        format: ImageFormat,
+        files: &[FilePart],
         request: &RemixRequest,
     ) -> Result<Sent, FsError> {
         let uploaded = Arc::new(AtomicBool::new(false));
-        let form = image_form(image, file_name, format, request, Arc::clone(&uploaded))?;
-        let outcome = self.send(form).await;
+        let form = form(files, request, &uploaded)?;
+        let outcome = self.send(request.operation, form).await;
         Ok(Sent {
             outcome,
             upload_completed: uploaded.load(Ordering::Acquire),
         })
     }
 
-    async fn send(&self, form: Form) -> Outcome {
+    async fn send(&self, operation: Operation, form: Form) -> Outcome {
         let mut builder = self
             .http
-            .post(&self.endpoint)
+            .post(self.endpoint(operation))
             .header(ACCEPT, "application/json")
             .timeout(self.request_timeout)
             .multipart(form);
@@ -185,45 +201,71 @@ fn header_value(http: &reqwest::Client, text: &str) -> Result<HeaderValue, reqwe
     }
 }
 
-/// How much of the image one read takes while uploading.
+/// How much of a file one read takes while uploading.
 const UPLOAD_CHUNK: usize = 256 * 1024;
 
-/// The form: the image streamed from its open file (memory does not grow with its size), then
-/// every field as a text part, in order.
-fn image_form(
-    image: &Path,
-    file_name: &str,
-    format: ImageFormat,
+/// The form: each file streamed from its open file (memory does not grow with its size),
+/// then every field as a text part, in order. `uploaded` is set once the last file's stream
+/// has ended: the upload is then complete but for the few text fields.
+fn form(
+    files: &[FilePart],
     request: &RemixRequest,
-    uploaded: Arc<AtomicBool>,
+    uploaded: &Arc<AtomicBool>,
 ) -> Result<Form, FsError> {
-    const ACTION: &str = "opening the image to upload";
-    let file = fsx::open_nofollow(image).context(ACTION, image)?;
-    let meta = file.metadata().context(ACTION, image)?;
-    if !meta.is_file() {
-        // Checked again on this very descriptor: whatever the path names now, only a plain
-        // file's bytes are ever sent.
-        return Err(std::io::Error::other("not a plain file")).context(ACTION, image);
+    let mut form = Form::new();
+    let last = files.len().saturating_sub(1);
+    for (i, file) in files.iter().enumerate() {
+        let done = (i == last).then(|| Arc::clone(uploaded));
+        form = form.part(file.field.clone(), file_part(file, done)?);
     }
-    let len = meta.len();
-    // Each read is a hop to the blocking pool; reading in large chunks keeps a typical image
-    // to one or two hops while memory stays bounded whatever the image's size.
-    let stream =
-        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), UPLOAD_CHUNK);
-    // The end of the image's stream is the end of the upload but for the few text fields.
-    let stream = stream.chain(futures_util::stream::poll_fn(move |_| {
+    if files.is_empty() {
         uploaded.store(true, Ordering::Release);
-        std::task::Poll::Ready(None)
-    }));
-    let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
-        .file_name(file_name.to_owned())
-        .mime_str(format.mime())
-        .expect("the image formats' media types are valid");
-    let mut form = Form::new().part("image", part);
+    }
     for (name, value) in &request.fields {
         form = form.text(name.clone(), value.clone());
     }
     Ok(form)
+}
+
+/// One file as a part. Its name is made from the stem with nothing a header could trip on
+/// (the real name is in `metadata.json`, not the API's business), its extension and media
+/// type from its bytes.
+fn file_part(file: &FilePart, uploaded: Option<Arc<AtomicBool>>) -> Result<Part, FsError> {
+    const ACTION: &str = "opening a file to upload";
+    let path = &file.path;
+    let mut opened = fsx::open_nofollow(path).context(ACTION, path)?;
+    let meta = opened.metadata().context(ACTION, path)?;
+    if !meta.is_file() {
+        // Checked again on this very descriptor: whatever the path names now, only a plain
+        // file's bytes are ever sent.
+        return Err(std::io::Error::other("not a plain file")).context(ACTION, path);
+    }
+    let mut head = [0u8; SNIFF_LEN];
+    let n = (&opened)
+        .take(SNIFF_LEN as u64)
+        .read(&mut head)
+        .context(ACTION, path)?;
+    std::io::Seek::rewind(&mut opened).context(ACTION, path)?;
+    let format = sniff(&head[..n]).unwrap_or(ImageFormat::Png);
+    let len = meta.len();
+    // Each read is a hop to the blocking pool; reading in large chunks keeps a typical image
+    // to one or two hops while memory stays bounded whatever the file's size.
+    let stream = tokio_util::io::ReaderStream::with_capacity(
+        tokio::fs::File::from_std(opened),
+        UPLOAD_CHUNK,
+    );
+    let stream = stream.chain(futures_util::stream::poll_fn(move |_| {
+        if let Some(flag) = &uploaded {
+            flag.store(true, Ordering::Release);
+        }
+        std::task::Poll::Ready(None)
+    }));
+    Ok(
+        Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+            .file_name(crate::text::safe_file_name(&file.stem, format.ext()))
+            .mime_str(format.mime())
+            .expect("the image formats' media types are valid"),
+    )
 }
 
 /// The whole body, or `None` past `max` bytes.
@@ -324,7 +366,7 @@ mod tests {
     async fn serve() -> (String, Log) {
         let log = Log::default();
         let app = axum::Router::new()
-            .route(REMIX_PATH, axum::routing::post(remix))
+            .route("/v1/ideogram-v3/remix", axum::routing::post(remix))
             .route("/busy/v1/ideogram-v3/remix", axum::routing::post(busy))
             .layer(DefaultBodyLimit::disable())
             .with_state(log.clone());
@@ -355,7 +397,16 @@ mod tests {
                 ("style_codes".into(), "BBBBBBBB".into()),
             ],
             num_images: 1,
+            operation: Operation::Remix,
         }
+    }
+
+    fn image_part(path: &std::path::Path, stem: &str) -> Vec<FilePart> {
+        vec![FilePart {
+            field: "image".into(),
+            path: path.to_path_buf(),
+            stem: stem.into(),
+        }]
     }
 
     fn header<'a>(seen: &'a Seen, name: &str) -> Option<&'a str> {
@@ -370,7 +421,7 @@ mod tests {
         let path = dir.path().join("cat.png");
         std::fs::write(&path, bytes).expect("write image");
         client
-            .submit(&path, "cat.png", ImageFormat::Png, &request())
+            .submit(&image_part(&path, "cat"), &request())
             .await
             .expect("image opens")
             .outcome
@@ -380,7 +431,14 @@ mod tests {
     async fn kkiai_sends_bearer_image_and_fields() {
         let (base, log) = serve().await;
         let client = ApiClient::new(&config(Provider::Kkiai, &base)).expect("client");
-        assert_eq!(client.endpoint(), format!("{base}v1/ideogram-v3/remix"));
+        assert_eq!(
+            client.endpoint(Operation::Remix),
+            format!("{base}v1/ideogram-v3/remix")
+        );
+        assert_eq!(
+            client.endpoint(Operation::ReplaceBackground),
+            format!("{base}v1/ideogram-v3/replace-background")
+        );
         let png = b"\x89PNG\r\n\x1a\nsome image bytes";
         let outcome = submit_png(&client, png).await;
         assert!(
@@ -427,7 +485,7 @@ mod tests {
         let mut cfg = config(Provider::DryRun, "http://x");
         cfg.base_url = None;
         let client = ApiClient::new(&cfg).expect("client");
-        assert_eq!(client.endpoint(), "");
+        assert_eq!(client.endpoint(Operation::Inpaint), "");
         assert!(client.auth.is_none());
     }
 
@@ -470,9 +528,7 @@ mod tests {
         let client = ApiClient::new(&config(Provider::Kkiai, "http://127.0.0.1:9")).expect("c");
         let err = client
             .submit(
-                Path::new("/nonexistent/x.png"),
-                "x.png",
-                ImageFormat::Png,
+                &image_part(std::path::Path::new("/nonexistent/x.png"), "x"),
                 &request(),
             )
             .await
@@ -494,7 +550,7 @@ mod tests {
             .and_then(|f| f.set_len(SIZE))
             .expect("sparse extend");
         let outcome = client
-            .submit(&path, "big.png", ImageFormat::Png, &request())
+            .submit(&image_part(&path, "big"), &request())
             .await
             .expect("opens")
             .outcome;
@@ -509,7 +565,7 @@ mod tests {
         async fn refuse(_upload: axum::body::Bytes) -> impl IntoResponse {
             (StatusCode::UNAUTHORIZED, r#"{"message":"invalid key"}"#)
         }
-        let app = axum::Router::new().route(REMIX_PATH, axum::routing::post(refuse));
+        let app = axum::Router::new().route("/v1/ideogram-v3/remix", axum::routing::post(refuse));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -21,6 +21,9 @@ pub struct OutputItem {
     pub is_image_safe: bool,
     /// The style used.
     pub style_type: Option<String>,
+    /// The size of an upscaled output, when the API says (it sends this for some edits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upscaled_resolution: Option<String>,
 }
 
 /// A usable answer: at least one output with a URL.
@@ -401,6 +404,7 @@ fn read_item(item: &Value) -> Option<OutputItem> {
         seed,
         is_image_safe,
         style_type: text("style_type"),
+        upscaled_resolution: text("upscaled_resolution"),
     })
 }
 
@@ -629,6 +633,20 @@ mod tests {
         assert_eq!(item.resolution.as_deref(), Some("1024x1024"));
         assert_eq!(item.style_type.as_deref(), Some("GENERAL"));
         assert_eq!(item.prompt.as_deref(), Some("p"));
+    }
+
+    /// Issue 10: "`upscaled_resolution` is kept in outputs when the API sends it".
+    #[test]
+    fn upscaled_resolution_is_kept_when_sent() {
+        let body = r#"{"data":[{"url":"https://x/a.png","upscaled_resolution":"2048x2048"},{"url":"https://x/b.png"}]}"#;
+        let Outcome::Answer(answer) = classify(200, None, body.as_bytes()) else {
+            panic!("expected an answer");
+        };
+        assert_eq!(
+            answer.items[0].upscaled_resolution.as_deref(),
+            Some("2048x2048")
+        );
+        assert_eq!(answer.items[1].upscaled_resolution, None);
     }
 
     #[test]

@@ -36,6 +36,17 @@ impl Provider {
             Self::DryRun => "dry-run",
         }
     }
+
+    /// The largest input image the provider takes, the default of `limits.max_image_bytes`:
+    /// kkiai's page says 10 MB (10 MiB would let through files its proxy refuses), Ideogram's
+    /// reference 25 MB. A dry run keeps the stricter one.
+    #[must_use]
+    pub fn max_image_bytes(self) -> u64 {
+        match self {
+            Self::Kkiai | Self::DryRun => 10_000_000,
+            Self::Ideogram => 25_000_000,
+        }
+    }
 }
 
 /// An API key. Its `Debug` and `Display` print `***`, so it cannot leak through a log line.

@@ -72,9 +72,13 @@ pub(super) fn resolve(
     let api = keep(&mut problems, resolve_api(&api_raw, base, overrides, env));
     let defaults = keep(&mut problems, resolve_defaults(raw.defaults.as_ref()));
     let watch = keep(&mut problems, resolve_watch(&raw.watch.unwrap_or_default()));
+    let max_image_bytes = api
+        .as_ref()
+        .map_or(Provider::Kkiai, |a| a.provider)
+        .max_image_bytes();
     let limits = keep(
         &mut problems,
-        resolve_limits(&raw.limits.unwrap_or_default()),
+        resolve_limits(&raw.limits.unwrap_or_default(), max_image_bytes),
     );
     let retry = keep(&mut problems, resolve_retry(&raw.retry.unwrap_or_default()));
     let pricing = keep(
@@ -378,7 +382,8 @@ pub(super) fn resolve_watch(raw: &RawWatch) -> Result<WatchConfig, Problem> {
     })
 }
 
-pub(super) fn resolve_limits(raw: &RawLimits) -> Result<Limits, Problem> {
+/// `provider_max` is the provider's own image limit, the default of `max_image_bytes`.
+pub(super) fn resolve_limits(raw: &RawLimits, provider_max: u64) -> Result<Limits, Problem> {
     if raw.daily_image_budget == Some(0) {
         return Err(problem(
             "limits.daily_image_budget",
@@ -386,7 +391,7 @@ pub(super) fn resolve_limits(raw: &RawLimits) -> Result<Limits, Problem> {
         ));
     }
     Ok(Limits {
-        max_image_bytes: at_least_one("limits.max_image_bytes", raw.max_image_bytes, 10 << 20)?,
+        max_image_bytes: at_least_one("limits.max_image_bytes", raw.max_image_bytes, provider_max)?,
         concurrency: at_least_one("limits.concurrency", raw.concurrency, 4)?,
         inflight_images: at_least_one("limits.inflight_images", raw.inflight_images, 10)?,
         requests_per_minute: at_least_one(

@@ -82,7 +82,7 @@ fn minimal_config_resolves_every_default() {
     };
     assert_eq!(cfg.watch, watch);
     let limits = Limits {
-        max_image_bytes: 10_485_760,
+        max_image_bytes: 10_000_000,
         concurrency: 4,
         inflight_images: 10,
         requests_per_minute: 60,
@@ -653,4 +653,18 @@ fn load_all_reports_every_problem_at_once() {
             "{key}: {text:?}"
         );
     }
+}
+
+/// Issue 10, "Limits by provider": `limits.max_image_bytes` defaults to the provider's own
+/// limit, 10 MB (not MiB) through kkiai and 25 MB at Ideogram; a set value wins.
+#[test]
+fn max_image_bytes_defaults_to_the_providers_limit() {
+    let (_dir, kkiai) = load_ok(FOLDERS);
+    assert_eq!(kkiai.limits.max_image_bytes, 10_000_000);
+    let (_dir, ideogram) = load_ok(&format!("{FOLDERS}api:\n  provider: ideogram\n"));
+    assert_eq!(ideogram.limits.max_image_bytes, 25_000_000);
+    let (_dir, set) = load_ok(&format!(
+        "{FOLDERS}api:\n  provider: ideogram\nlimits:\n  max_image_bytes: 123\n"
+    ));
+    assert_eq!(set.limits.max_image_bytes, 123);
 }

@@ -468,12 +468,15 @@ fn claim_request(decision: Decision) -> ClaimRequest {
             detected_at,
             image,
             sidecar,
+            mask,
         } => {
             let sidecar = sidecar.as_deref().map(name);
+            let mask = mask.as_deref().map(name);
             ClaimRequest {
                 job_id,
                 detected_at,
-                source: SourceRef::new(&parent(&image), &name(&image), sidecar.as_deref()),
+                source: SourceRef::new(&parent(&image), &name(&image), sidecar.as_deref())
+                    .with_mask(mask.as_deref()),
                 input: Input::Image,
             }
         }

@@ -37,6 +37,8 @@ pub enum NameKind {
     Image,
     /// `*.yaml *.yml *.json *.txt`.
     Sidecar(SidecarKind),
+    /// `STEM.mask.{png,jpg,jpeg,webp}` (any case): the inpaint mask of `STEM.*`, never a job.
+    Mask,
     /// Anything else.
     Other,
 }
@@ -85,12 +87,58 @@ pub fn classify_name(name: &OsStr) -> NameKind {
     };
     let ext = ext.to_ascii_lowercase();
     if IMAGE_EXTS.contains(&ext.as_str()) {
-        NameKind::Image
+        if is_mask_name(name.as_bytes()) {
+            NameKind::Mask
+        } else {
+            NameKind::Image
+        }
     } else if let Some(kind) = SidecarKind::from_ext(&ext) {
         NameKind::Sidecar(kind)
     } else {
         NameKind::Other
     }
+}
+
+/// The marker between an image's stem and its mask's extension.
+const MASK_MARK: &[u8] = b".mask.";
+
+/// Whether an image name is a mask's: `STEM.mask.EXT`, with a non-empty stem.
+fn is_mask_name(name: &[u8]) -> bool {
+    let Some(dot) = name.iter().rposition(|&b| b == b'.') else {
+        return false;
+    };
+    let head = &name[..=dot];
+    head.len() > MASK_MARK.len()
+        && head[head.len() - MASK_MARK.len()..].eq_ignore_ascii_case(MASK_MARK)
+}
+
+/// The names `image`'s mask may have, in the order they are looked for:
+/// `STEM.mask.{png,jpg,jpeg,webp}`, lower-case and then upper-case extensions.
+#[must_use]
+pub fn mask_candidates(image: &OsStr) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = image.as_bytes();
+    let stem = match bytes.iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 => &bytes[..dot],
+        _ => bytes,
+    };
+    let mut names = Vec::new();
+    for mark in [".mask.", ".MASK."] {
+        for ext in IMAGE_EXTS {
+            for ext in [ext.to_owned(), ext.to_ascii_uppercase()] {
+                let mut name = stem.to_vec();
+                name.extend_from_slice(mark.as_bytes());
+                name.extend_from_slice(ext.as_bytes());
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+        .into_iter()
+        .map(std::ffi::OsString::from_vec)
+        .collect()
 }
 
 /// What kind of file system entry was seen (from `lstat`, never following links).
@@ -172,6 +220,23 @@ mod tests {
             NameKind::Ignored
         );
         assert_eq!(classify_name(OsStr::new("error.json")), NameKind::Ignored);
+        assert_eq!(classify_name(OsStr::new("cat.mask.png")), NameKind::Mask);
+        assert_eq!(classify_name(OsStr::new("cat.MASK.JPEG")), NameKind::Mask);
+        assert_eq!(classify_name(OsStr::new(".mask.png")), NameKind::Ignored);
+        assert_eq!(classify_name(OsStr::new("mask.png")), NameKind::Image);
+        assert_eq!(
+            classify_name(OsStr::new("cat.mask.yaml")),
+            NameKind::Sidecar(SidecarKind::Yaml)
+        );
+    }
+
+    #[test]
+    fn a_mask_is_looked_for_by_the_image_stem() {
+        let names = mask_candidates(OsStr::new("cat.photo.JPG"));
+        assert_eq!(names[0], "cat.photo.mask.png");
+        assert!(names.iter().any(|n| n == "cat.photo.mask.WEBP"));
+        assert!(names.iter().any(|n| n == "cat.photo.MASK.jpeg"));
+        assert!(names.iter().all(|n| classify_name(n) == NameKind::Mask));
     }
 
     /// README, "Dropping files": what Windows and macOS file browsers write into the folders

@@ -84,6 +84,37 @@ impl Scope {
             || self.exclude.iter().any(|e| path.starts_with(e))
     }
 
+    /// The asset folders (`_refs/`, `brand/_refs/`) in the inbox, relative to it, sorted:
+    /// shared files that references name and that are never jobs. Read with `readdir` alone,
+    /// once at start; what is inside an asset folder is part of it.
+    #[must_use]
+    pub fn asset_folders(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = fs::read_dir(self.inbox.join(&dir)) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let name = entry.file_name();
+                let is_excluded = self.exclude.iter().any(|e| entry.path().starts_with(e));
+                if inbox::is_ignored_name(&name) || is_excluded {
+                    continue;
+                }
+                if inbox::is_asset_folder(&name) {
+                    found.push(dir.join(&name));
+                } else {
+                    stack.push(dir.join(&name));
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
     /// `lstat` of an inbox entry.
     #[must_use]
     pub fn stat(&self, rel: &Path) -> Entry {

@@ -11,8 +11,11 @@
 //!    the input and sidecar (a temporary file, synced, renamed, the job folder synced, which
 //!    also makes `files/` durable): recovery can now finish or undo the claim.
 //! 2. Rename the input, then the sidecar, from the inbox into `files/`; sync `files/` and the
-//!    inbox folder. The rename of the input decides who owns it; nothing is copied. `claimed`
-//!    is not journaled: recovery of `claiming` with the inputs in `files/` does what it would.
+//!    inbox folder. The rename of the input decides who owns it. Reference images are the
+//!    one thing copied: streamed into `refs/` (each file synced, then the folder once), and
+//!    recorded with the next record (`submitting`, or the verdict); no request is sent before
+//!    it. `claimed` is not journaled: recovery of `claiming` with the inputs in `files/` does
+//!    what it would, copying the references again.
 //! 3. Before each request, append `submitting {attempt}` (`fdatasync`: an append needs no
 //!    new name, so no folder sync); a crash here means the request may or may not have
 //!    reached the API, and recovery sends it again (logged as `job.resubmitted`): there is
@@ -52,6 +55,7 @@ use crate::fsx::{self, Context, FsError};
 pub const JOBS_DIR: &str = "jobs";
 const JOURNAL_FILE: &str = "job.json";
 const FILES_DIR: &str = "files";
+const REFS_DIR: &str = "refs";
 
 /// Why a journal could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,13 @@ impl JobDir {
     #[must_use]
     pub fn files(&self) -> PathBuf {
         self.root.join(FILES_DIR)
+    }
+
+    /// `refs/`: the copies of the reference images, sent by every attempt and never moved
+    /// with `files/`.
+    #[must_use]
+    pub fn refs(&self) -> PathBuf {
+        self.root.join(REFS_DIR)
     }
 
     fn journal_path(&self) -> PathBuf {
@@ -176,6 +187,13 @@ impl JobDir {
         match fs::remove_dir(&files) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).context("removing a finished job's files folder", &files)?;
+            }
+            _ => {}
+        }
+        let refs = self.refs();
+        match fs::remove_dir_all(&refs) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).context("removing a finished job's reference copies", &refs)?;
             }
             _ => {}
         }

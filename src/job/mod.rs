@@ -72,6 +72,9 @@ pub struct SourceRef {
     pub file: String,
     /// The sidecar's file name, if one was claimed with it.
     pub sidecar: Option<String>,
+    /// The inpaint mask's file name (`STEM.mask.EXT`), if one was claimed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
     /// The exact bytes of the names, kept only when one is not UTF-8: the text fields then
     /// hold a readable escape (`\xFF`), and the files are found by these bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +90,9 @@ pub struct RawNames {
     pub file: Vec<u8>,
     /// The sidecar's name.
     pub sidecar: Option<Vec<u8>>,
+    /// The mask's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Vec<u8>>,
 }
 
 impl SourceRef {
@@ -102,11 +108,58 @@ impl SourceRef {
             subdir: escape_name(subdir_bytes),
             file: escape_name(file.as_bytes()),
             sidecar: sidecar.map(|s| escape_name(s.as_bytes())),
+            mask: None,
             raw: (!all_utf8).then(|| RawNames {
                 subdir: subdir_bytes.to_vec(),
                 file: file.as_bytes().to_vec(),
                 sidecar: sidecar.map(|s| s.as_bytes().to_vec()),
+                mask: None,
             }),
+        }
+    }
+
+    /// The same, with the mask `mask` (a name in the image's folder) claimed with it.
+    #[must_use]
+    pub fn with_mask(mut self, mask: Option<&std::ffi::OsStr>) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(mask) = mask else {
+            return self;
+        };
+        if self.raw.is_none() && mask.to_str().is_none() {
+            self.raw = Some(RawNames {
+                subdir: self.subdir.as_bytes().to_vec(),
+                file: self.file.as_bytes().to_vec(),
+                sidecar: self.sidecar.as_ref().map(|s| s.as_bytes().to_vec()),
+                mask: None,
+            });
+        }
+        self.mask = Some(escape_name(mask.as_bytes()));
+        if let Some(raw) = &mut self.raw {
+            raw.mask = Some(mask.as_bytes().to_vec());
+        }
+        self
+    }
+
+    /// The same without a mask (it vanished before the claim).
+    #[must_use]
+    pub fn without_mask(mut self) -> Self {
+        self.mask = None;
+        if let Some(raw) = &mut self.raw {
+            raw.mask = None;
+        }
+        self
+    }
+
+    /// The mask's name on disk.
+    #[must_use]
+    pub fn mask_os(&self) -> Option<std::ffi::OsString> {
+        use std::os::unix::ffi::OsStrExt;
+        match &self.raw {
+            Some(raw) => raw
+                .mask
+                .as_ref()
+                .map(|s| std::ffi::OsStr::from_bytes(s).to_os_string()),
+            None => self.mask.clone().map(Into::into),
         }
     }
 
@@ -291,11 +344,39 @@ pub struct JobRecord {
     pub billable_attempts: u32,
     /// The request built from the sidecar and defaults, once built.
     pub request: Option<RemixRequest>,
+    /// The reference images copied into the job at claim; every attempt sends these copies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<RefCopy>,
+    /// Why the references could not be copied at claim (naming the field and path): the job
+    /// is quarantined `invalid_sidecar` with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_error: Option<String>,
     /// When things happened.
     pub timings: Timings,
     /// How far it got.
     #[serde(flatten)]
     pub stage: Stage,
+}
+
+/// A reference image as copied into the job folder's `refs/` at claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefCopy {
+    /// The form field it is sent as (`style_reference_images`, ...).
+    pub field: String,
+    /// Its path relative to the inbox (escaped if not UTF-8).
+    pub file: String,
+    /// The copy's name in `refs/`.
+    pub copy: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Hex SHA-256 of the bytes sent.
+    pub sha256: String,
+    /// Its format, from its bytes.
+    pub format: crate::image_info::ImageFormat,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
 }
 
 /// The record a published job's folder holds.

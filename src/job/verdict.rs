@@ -38,6 +38,8 @@ pub enum Reason {
     /// `retry.resend_after_timeout: false` and the request's answer never came after its
     /// upload (it may have been billed).
     AnswerLost,
+    /// An `inpaint` job whose `STEM.mask.*` never came.
+    MissingMask,
 }
 
 impl Reason {
@@ -58,6 +60,7 @@ impl Reason {
             Self::DownloadFailed => "download_failed",
             Self::BadResponse => "bad_response",
             Self::AnswerLost => "answer_lost",
+            Self::MissingMask => "missing_mask",
         }
     }
 }
@@ -126,7 +129,7 @@ pub struct ErrorRecord {
 pub fn stray_message(reason: Reason) -> String {
     match reason {
         Reason::NotRegularFile => "this entry is a symlink, FIFO, socket or device, which remixd never opens or follows; it was moved here as it is. Put the image file itself in the inbox".into(),
-        Reason::OrphanSidecar => "this sidecar's image never arrived (watch.orphan_after); drop the image and requeue, or delete this".into(),
+        Reason::OrphanSidecar => "this sidecar's (or inpaint mask's) image never arrived (watch.orphan_after); drop the image and requeue, or delete this".into(),
         Reason::UnsupportedFormat => "remixd only takes PNG, JPEG or WebP images (.png .jpg .jpeg .webp) and their sidecars (.yaml .yml .json .txt); convert the file and drop it in again".into(),
         other => format!("quarantined: {}", other.name()),
     }

@@ -1,10 +1,13 @@
-//! Claiming: moving an input (and its sidecar) from the inbox into a job folder by atomic
-//! rename. The rename of the input decides ownership: if it is gone, someone else took it.
-//! Finishing a claim interrupted by a crash is here too.
+//! Claiming: moving an input (and its sidecar and mask) from the inbox into a job folder by
+//! atomic rename, and copying the reference images it names into the job ([`super::references`]).
+//! The rename of the input decides ownership: if it is gone, someone else took it. Finishing a
+//! claim interrupted by a crash is here too, and taking a mask that came after the claim.
 
 use std::path::Path;
 use std::time::SystemTime;
 
+use super::references;
+use crate::config::Config;
 use crate::fsx::{self, Context, FsError};
 use crate::job::journal::JobDir;
 use crate::job::{Input, JOURNAL_FORMAT, JobId, JobRecord, SourceRef, Stage, Timings};
@@ -32,7 +35,7 @@ pub struct ClaimRequest {
 }
 
 /// Claims an input into `<jobs>/<job_id>/files/`, `jobs` being this process's jobs folder.
-pub fn claim(inbox: &Path, jobs: &Path, req: ClaimRequest) -> Result<Claim, FsError> {
+pub fn claim(config: &Config, jobs: &Path, req: ClaimRequest) -> Result<Claim, FsError> {
     let dir = JobDir::new(jobs, &req.job_id);
     dir.create()?;
     let mut record = JobRecord {
@@ -43,6 +46,8 @@ pub fn claim(inbox: &Path, jobs: &Path, req: ClaimRequest) -> Result<Claim, FsEr
         attempts: 0,
         billable_attempts: 0,
         request: None,
+        references: Vec::new(),
+        reference_error: None,
         timings: Timings {
             detected_at: Some(req.detected_at),
             ..Timings::default()
@@ -50,12 +55,13 @@ pub fn claim(inbox: &Path, jobs: &Path, req: ClaimRequest) -> Result<Claim, FsEr
         stage: Stage::Claiming,
     };
     dir.write(&record)?;
-    finish(inbox, &dir, &mut record)
+    finish(config, &dir, &mut record)
 }
 
-/// Moves whatever of the claim is still in the inbox into the job folder; also the recovery
-/// of a `claiming` job.
-pub fn finish(inbox: &Path, dir: &JobDir, record: &mut JobRecord) -> Result<Claim, FsError> {
+/// Moves whatever of the claim is still in the inbox into the job folder and copies the
+/// references it names; also the recovery of a `claiming` job.
+pub fn finish(config: &Config, dir: &JobDir, record: &mut JobRecord) -> Result<Claim, FsError> {
+    let inbox = &config.inbox;
     let files = dir.files();
     let from_dir = inbox.join(record.source.subdir_path());
     if !take(&from_dir, &files, &record.source.file_os())? {
@@ -67,14 +73,60 @@ pub fn finish(inbox: &Path, dir: &JobDir, record: &mut JobRecord) -> Result<Clai
             record.source.drop_sidecar();
         }
     }
+    if let Some(mask) = record.source.mask_os() {
+        if !take(&from_dir, &files, &mask)? {
+            record.source = record.source.clone().without_mask();
+        }
+    }
     fsx::sync_dir(&files).context("syncing the job folder", &files)?;
     fsx::sync_dir_shared(&from_dir).context("syncing the inbox folder", &from_dir)?;
+    copy_references(config, dir, record)?;
     record.timings.claimed_at = Some(SystemTime::now());
     // Not journaled: recovery of a `claiming` job whose inputs are all in `files/` does
     // exactly what `claimed` would, so the next record written is `submitting` (or the
     // verdict of the checks).
     record.stage = Stage::Claimed;
     Ok(Claim::Taken(dir.clone(), Box::new(record.clone())))
+}
+
+/// Copies the references the job's fields name into `refs/`. Fields that cannot be read are
+/// left for the prepare stage to refuse; a reference that cannot be used is recorded for it.
+fn copy_references(config: &Config, dir: &JobDir, record: &mut JobRecord) -> Result<(), FsError> {
+    record.references.clear();
+    record.reference_error = None;
+    if !matches!(record.input, crate::job::Input::Image) {
+        return Ok(());
+    }
+    let Ok(fields) = super::prepare::layers(config, &dir.files(), &record.source) else {
+        return Ok(());
+    };
+    match references::copy_all(&config.inbox, &dir.refs(), &fields.references())? {
+        Ok(copies) => record.references = copies,
+        Err(problem) => record.reference_error = Some(problem),
+    }
+    Ok(())
+}
+
+/// Takes the inpaint mask that came after the claim, once it is in the image's inbox folder
+/// (or already in `files/` from a run cut short): one of `STEM.mask.{png,jpg,jpeg,webp}`.
+/// True when the job now has it (journaled).
+pub(super) fn take_late_mask(
+    config: &Config,
+    dir: &JobDir,
+    record: &mut JobRecord,
+) -> Result<bool, FsError> {
+    let from_dir = config.inbox.join(record.source.subdir_path());
+    let files = dir.files();
+    for name in crate::inbox::mask_candidates(&record.source.file_os()) {
+        if take(&from_dir, &files, &name)? {
+            fsx::sync_dir(&files).context("syncing the job folder", &files)?;
+            fsx::sync_dir(&from_dir).context("syncing the inbox folder", &from_dir)?;
+            record.source = record.source.clone().with_mask(Some(&name));
+            dir.write(record)?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Renames `name` from `from_dir` into `files`; true when it is (now) in `files`.
@@ -97,6 +149,17 @@ mod tests {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
 
+    /// A dry-run config whose inbox is `root/inbox`.
+    fn config_for(root: &Path) -> Config {
+        let path = root.join("config.yaml");
+        std::fs::write(
+            &path,
+            "inbox: inbox\noutbox: outbox\nquarantine: quarantine\napi:\n  provider: dry-run\n",
+        )
+        .expect("config");
+        crate::config::load(&path, crate::config::Overrides::default()).expect("config loads")
+    }
+
     #[test]
     fn a_name_that_is_not_utf8_is_claimed_by_its_bytes_and_shown_escaped() {
         let root = tempfile::tempdir().expect("tempdir");
@@ -113,7 +176,7 @@ mod tests {
             input: Input::Image,
         };
         let Claim::Taken(dir, record) =
-            claim(&inbox, &root.path().join("jobs"), req).expect("claim")
+            claim(&config_for(root.path()), &root.path().join("jobs"), req).expect("claim")
         else {
             panic!("lost");
         };
@@ -139,7 +202,8 @@ mod tests {
             input: Input::Image,
         };
         let jobs = root.path().join("jobs");
-        assert!(matches!(claim(root.path(), &jobs, req), Ok(Claim::Lost)));
+        let config = config_for(root.path());
+        assert!(matches!(claim(&config, &jobs, req), Ok(Claim::Lost)));
         assert_eq!(
             std::fs::read_dir(&jobs).expect("jobs").count(),
             0,

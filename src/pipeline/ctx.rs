@@ -91,6 +91,8 @@ pub struct Ctx {
     disk_blocked: AtomicBool,
     /// The pages that show finished jobs.
     pub gallery: Option<crate::gallery::Gallery>,
+    /// `--once`: nothing waits for a file that is not there.
+    once: bool,
 }
 
 impl Ctx {
@@ -105,7 +107,20 @@ impl Ctx {
             jobs,
             disk_blocked: AtomicBool::new(false),
             gallery: None,
+            once: false,
         }
+    }
+
+    /// The same for a `--once` run: an inpaint job does not wait for a mask that is not there.
+    #[must_use]
+    pub fn with_once(self, once: bool) -> Self {
+        Self { once, ..self }
+    }
+
+    /// Whether this is a `--once` run.
+    #[must_use]
+    pub fn once(&self) -> bool {
+        self.once
     }
 
     /// The same, reporting job starts and ends to `gallery`.

@@ -1,6 +1,6 @@
 //! The download stage: every output of a recorded answer fetched (`run`), each one streamed
 //! to a temporary file in the job folder, checked (HTTP status, length, image magic), then
-//! renamed to `STEM-remix-N.EXT` with EXT from the bytes ([`fetch`]). A transient failure is
+//! renamed to `STEM-{operation}-N.EXT` with EXT from the bytes ([`fetch`]). A transient failure is
 //! tried again with backoff; one that will not get better is the job's verdict; a local one
 //! (disk full) is the stage machine's to wait out. Outputs kept by an earlier run are reused.
 //!
@@ -86,7 +86,13 @@ pub(super) async fn run(
     answer: &Answer,
 ) -> Result<Result<Vec<Option<Downloaded>>, Verdict>, FsError> {
     let files = job.dir.files();
-    let stem = job.rec.source.stem().to_owned();
+    let operation = job
+        .rec
+        .request
+        .as_ref()
+        .map(|r| r.operation)
+        .unwrap_or_default();
+    let stem = format!("{}-{operation}", job.rec.source.stem());
     let retry = &job.config.retry;
     let limits = DownloadLimits {
         timeout: job.config.api.request_timeout,
@@ -191,7 +197,7 @@ async fn fetch_with_retry(
     }
 }
 
-/// Fetches `url` into `dir` as `{stem}-remix-{n}.{ext}`.
+/// Fetches `url` into `dir` as `{stem}-{n}.{ext}`, `stem` being `STEM-{operation}`.
 ///
 /// # Errors
 /// A [`DownloadError`] saying whether to retry. Nothing is left behind on failure.
@@ -203,13 +209,13 @@ pub async fn fetch(
     n: usize,
     limits: DownloadLimits,
 ) -> Result<Downloaded, DownloadError> {
-    let part = dir.join(format!(".{stem}-remix-{n}.part"));
+    let part = dir.join(format!(".{stem}-{n}.part"));
     let result = match fetch_into(http, url, &part, limits).await {
         Ok(kept) => {
             keep(
                 &part,
                 dir,
-                format!("{stem}-remix-{n}.{}", kept.format.ext()),
+                format!("{stem}-{n}.{}", kept.format.ext()),
                 kept,
             )
             .await
@@ -401,13 +407,13 @@ fn too_large(url: &str, limits: DownloadLimits) -> DownloadError {
     ))
 }
 
-/// An output already fetched by an earlier run (`{stem}-remix-{n}.*` with image bytes), re-hashed.
+/// An output already fetched by an earlier run (`{stem}-{n}.*` with image bytes), re-hashed.
 #[must_use]
 pub fn existing(dir: &Path, stem: &str, n: usize) -> Option<Downloaded> {
     [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp]
         .into_iter()
         .find_map(|format| {
-            let file = format!("{stem}-remix-{n}.{}", format.ext());
+            let file = format!("{stem}-{n}.{}", format.ext());
             let hashed = hash_file(&dir.join(&file)).filter(|h| h.format == Some(format))?;
             Some(Downloaded {
                 file,
@@ -514,7 +520,7 @@ mod tests {
     };
 
     async fn get_into(url: &str, dir: &Path) -> Result<Downloaded, DownloadError> {
-        fetch(&reqwest::Client::new(), url, dir, "cat", 2, LIMITS).await
+        fetch(&reqwest::Client::new(), url, dir, "cat-remix", 2, LIMITS).await
     }
 
     /// The folder holds exactly `names` (no `.part` left over).
@@ -543,7 +549,7 @@ mod tests {
             PNG
         );
         assert_files(dir.path(), &["cat-remix-2.png"]);
-        assert_eq!(existing(dir.path(), "cat", 2), Some(got));
+        assert_eq!(existing(dir.path(), "cat-remix", 2), Some(got));
     }
 
     #[tokio::test]
@@ -602,13 +608,13 @@ mod tests {
     #[test]
     fn existing_needs_bytes_that_match_the_name() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(existing(dir.path(), "cat", 1), None);
+        assert_eq!(existing(dir.path(), "cat-remix", 1), None);
         std::fs::write(dir.path().join("cat-remix-1.jpg"), PNG).expect("write");
-        assert_eq!(existing(dir.path(), "cat", 1), None);
+        assert_eq!(existing(dir.path(), "cat-remix", 1), None);
         std::fs::write(dir.path().join("cat-remix-1.webp"), b"RIFF\0\0\0\0WEBPVP8 ").expect("w");
-        let found = existing(dir.path(), "cat", 1).expect("webp found");
+        let found = existing(dir.path(), "cat-remix", 1).expect("webp found");
         assert_eq!((found.file.as_str(), found.bytes), ("cat-remix-1.webp", 16));
-        assert_eq!(existing(dir.path(), "cat", 2), None);
+        assert_eq!(existing(dir.path(), "cat-remix", 2), None);
     }
 
     /// Fetches with private addresses refused.
@@ -617,7 +623,7 @@ mod tests {
             allow_private: false,
             ..LIMITS
         };
-        fetch(&reqwest::Client::new(), url, dir, "cat", 1, limits).await
+        fetch(&reqwest::Client::new(), url, dir, "cat-remix", 1, limits).await
     }
 
     #[tokio::test]

@@ -27,7 +27,12 @@ pub(super) fn run(ctx: &Ctx, job: &mut Job, image: ImageInfo) -> Result<Answer, 
     });
     let mut items = Vec::new();
     for i in 1..=usize::from(n) {
-        let name = format!("{}-remix-{i}.{}", job.rec.source.stem(), image.format.ext());
+        let name = format!(
+            "{}-{}-{i}.{}",
+            job.rec.source.stem(),
+            request.map(|r| r.operation).unwrap_or_default(),
+            image.format.ext()
+        );
         let dest = files.join(&name);
         fsx::copy_durable(&source, &dest).context("writing a dry-run output", &dest)?;
         items.push(OutputItem {
@@ -37,6 +42,7 @@ pub(super) fn run(ctx: &Ctx, job: &mut Job, image: ImageInfo) -> Result<Answer, 
             seed: Some(0),
             is_image_safe: true,
             style_type: None,
+            upscaled_resolution: None,
         });
     }
     ctx.gate.count_images(u32::from(n));

@@ -129,6 +129,7 @@ mod tests {
             subdir: subdir.into(),
             file: file.into(),
             sidecar: None,
+            mask: None,
             raw: None,
         }
     }

@@ -19,6 +19,7 @@ use crate::events;
 use crate::fsx::FsError;
 use crate::job::Stage;
 use crate::job::journal::JobDir;
+use crate::job::verdict::Reason;
 
 pub mod claim;
 pub mod ctx;
@@ -28,6 +29,7 @@ pub mod finish;
 pub mod prepare;
 pub mod publish;
 pub mod quarantine;
+pub mod references;
 pub mod submit;
 
 use claim::{Claim, ClaimRequest};
@@ -47,7 +49,7 @@ pub async fn run_new(ctx: Arc<Ctx>, req: ClaimRequest) {
     async move {
         let config = ctx.config();
         let claimed = with_local_retry(&ctx, &config, || {
-            claim::claim(&config.inbox, &ctx.jobs, req.clone())
+            claim::claim(&config, &ctx.jobs, req.clone())
         })
         .await;
         if let Some(Claim::Taken(dir, rec)) = claimed {
@@ -145,7 +147,7 @@ async fn run(ctx: &Ctx, mut job: Job) {
 async fn drive(ctx: &Ctx, job: &mut Job) -> Result<End, FsError> {
     loop {
         match job.rec.stage.clone() {
-            Stage::Claiming => match claim::finish(&job.config.inbox, &job.dir, &mut job.rec)? {
+            Stage::Claiming => match claim::finish(&job.config, &job.dir, &mut job.rec)? {
                 Claim::Taken(..) => {}
                 Claim::Lost => return Ok(End::Lost),
             },
@@ -182,12 +184,51 @@ async fn send(
 ) -> Result<Result<crate::api::Answer, crate::job::verdict::Verdict>, FsError> {
     let image = match prepare::run(job) {
         Ok(image) => image,
+        Err(verdict) if verdict.reason == Reason::MissingMask && await_mask(ctx, job).await? => {
+            match prepare::run(job) {
+                Ok(image) => image,
+                Err(verdict) => return Ok(Err(verdict)),
+            }
+        }
         Err(verdict) => return Ok(Err(verdict)),
     };
     if job.config.api.provider == Provider::DryRun {
         return dry_run::run(ctx, job, image).map(Ok);
     }
-    submit::run(ctx, job, image).await
+    submit::run(ctx, job).await
+}
+
+/// An inpaint job claimed without its mask waits for it until `watch.sidecar_wait` after the
+/// claim (not at all under `--once`), then takes it once it holds still for `watch.settle`.
+/// True when the job now has its mask.
+async fn await_mask(ctx: &Ctx, job: &mut Job) -> Result<bool, FsError> {
+    if ctx.once() {
+        return Ok(false);
+    }
+    let waited = job
+        .rec
+        .timings
+        .claimed_at
+        .and_then(|at| at.elapsed().ok())
+        .unwrap_or_default();
+    tokio::time::sleep(job.config.watch.sidecar_wait.saturating_sub(waited)).await;
+    let folder = job.config.inbox.join(job.rec.source.subdir_path());
+    let candidates = crate::inbox::mask_candidates(&job.rec.source.file_os());
+    let snapshot = || {
+        candidates
+            .iter()
+            .find_map(|n| std::fs::symlink_metadata(folder.join(n)).ok())
+            .and_then(|m| crate::inbox::Snapshot::from_metadata(&m))
+    };
+    let Some(first) = snapshot() else {
+        return claim::take_late_mask(&job.config, &job.dir, &mut job.rec);
+    };
+    // A mask still being copied would be taken half-written.
+    tokio::time::sleep(job.config.watch.settle).await;
+    if snapshot() != Some(first) {
+        return Ok(false);
+    }
+    claim::take_late_mask(&job.config, &job.dir, &mut job.rec)
 }
 
 /// Runs a claim until it works, waiting out local failures as a job does.

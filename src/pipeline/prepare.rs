@@ -21,6 +21,12 @@ pub(super) fn run(job: &mut Job) -> Result<ImageInfo, Verdict> {
     if let Input::Stray { reason, message } = &job.rec.input {
         return Err(Verdict::file(*reason, message.clone()));
     }
+    if let Some(problem) = &job.rec.reference_error {
+        return Err(Verdict::file(
+            Reason::InvalidSidecar,
+            format!("{problem}; fix the sidecar (or _defaults.yaml) and requeue the job"),
+        ));
+    }
     let (image, request) = prepare(&job.config, &job.dir.files(), &job.rec.source)?;
     job.rec.request = Some(request);
     Ok(image)
@@ -33,14 +39,32 @@ pub fn prepare(
     source: &SourceRef,
 ) -> Result<(ImageInfo, RemixRequest), Verdict> {
     let image = check_image(config, &files.join(source.file_os()))?;
-    let mut fields = config.defaults.clone();
-    for layer in defaults_layers(&config.inbox, &source.subdir_path())? {
-        fields = fields.overlay(layer);
+    let fields = layers(config, files, source)?;
+    let request = fields
+        .to_request(&image)
+        .map_err(|e| request_verdict(source, e))?;
+    if request.operation.needs_mask() {
+        check_mask(files, source, &image)?;
     }
-    if let (Some(name), Some(os)) = (&source.sidecar, source.sidecar_os()) {
-        fields = fields.overlay(read_sidecar(&files.join(os), name)?);
-    }
-    let request = fields.to_request(&image).map_err(|e| match e {
+    Ok((image, request))
+}
+
+/// The job's fields: the config's defaults, each `_defaults.yaml` from the inbox root down
+/// and the sidecar (in `files`), merged for the operation the strongest of them names. Each
+/// layer's reference paths are anchored at its own folder.
+pub(super) fn layers(config: &Config, files: &Path, source: &SourceRef) -> Result<Fields, Verdict> {
+    let subdir = source.subdir_path();
+    let mut defaults = vec![config.defaults.clone()];
+    defaults.extend(defaults_layers(&config.inbox, &subdir)?);
+    let sidecar = match (&source.sidecar, source.sidecar_os()) {
+        (Some(name), Some(os)) => Some(read_sidecar(&files.join(os), name)?.anchor(&subdir)),
+        _ => None,
+    };
+    sidecar::merge_layers(defaults, sidecar).map_err(|e| request_verdict(source, e))
+}
+
+fn request_verdict(source: &SourceRef, e: RequestError) -> Verdict {
+    match e {
         RequestError::MissingPrompt => Verdict::file(
             Reason::MissingPrompt,
             format!("{}: {e}, then requeue the job", source.file),
@@ -49,8 +73,38 @@ pub fn prepare(
             Reason::InvalidSidecar,
             format!("{m}; fix the sidecar (or _defaults.yaml) and requeue the job"),
         ),
-    })?;
-    Ok((image, request))
+    }
+}
+
+/// The inpaint mask beside the image: there, an image, and the image's width and height.
+fn check_mask(files: &Path, source: &SourceRef, image: &ImageInfo) -> Result<(), Verdict> {
+    let (Some(name), Some(os)) = (&source.mask, source.mask_os()) else {
+        return Err(Verdict::file(
+            Reason::MissingMask,
+            format!(
+                "inpaint needs a mask beside the image, named {}.mask.png (black = repaint, \
+                 white = keep, the image's size); drop it in and requeue the job",
+                source.stem()
+            ),
+        ));
+    };
+    let bad = |m: String| {
+        Verdict::file(
+            Reason::InvalidSidecar,
+            format!("mask {name}: {m}; fix the mask and requeue the job"),
+        )
+    };
+    let file = fsx::open_nofollow(&files.join(os))
+        .map_err(|e| bad(format!("cannot be read as a plain file ({e})")))?;
+    let mask = image_info::inspect(&mut BufReader::new(file))
+        .map_err(|e| bad(format!("is not a PNG, JPEG or WebP image ({e})")))?;
+    if (mask.width, mask.height) != (image.width, image.height) {
+        return Err(bad(format!(
+            "is {}x{} but the image is {}x{}; the mask must have the image's width and height",
+            mask.width, mask.height, image.width, image.height
+        )));
+    }
+    Ok(())
 }
 
 fn check_image(config: &Config, path: &Path) -> Result<ImageInfo, Verdict> {
@@ -93,7 +147,7 @@ fn check_image(config: &Config, path: &Path) -> Result<ImageInfo, Verdict> {
         return Err(Verdict::file(
             Reason::TooLarge,
             format!(
-                "the image is {} bytes, over the limit of {max} bytes (limits.max_image_bytes; the API takes at most 10 MiB); shrink it and drop it in again",
+                "the image is {} bytes, over the limit of {max} bytes (limits.max_image_bytes; the provider's own limit unless set); shrink it and drop it in again",
                 meta.len()
             ),
         ));
@@ -133,9 +187,11 @@ fn defaults_layers(inbox: &Path, subdir: &Path) -> Result<Vec<Fields>, Verdict> 
             format!("{rel}/{DEFAULTS_FILE}")
         };
         let bytes = read_capped(&path).map_err(|m| invalid(&shown, &m))?;
+        let folder = dir.strip_prefix(inbox).unwrap_or(Path::new(""));
         layers.push(
             sidecar::parse(&bytes, SidecarKind::Yaml)
-                .map_err(|e| invalid(&shown, &e.to_string()))?,
+                .map_err(|e| invalid(&shown, &e.to_string()))?
+                .anchor(folder),
         );
     }
     Ok(layers)

@@ -35,15 +35,21 @@ pub(super) fn begin(
     let config = &*job.config;
     let rec = &job.rec;
     let (source, sidecar) = describe(&files, &rec.source);
+    let operation = rec
+        .request
+        .as_ref()
+        .map(|r| r.operation)
+        .unwrap_or_default();
     let at = |t: Option<SystemTime>| t.map(rfc3339);
     let metadata = Metadata {
         job_id: rec.job_id.to_string(),
         remixd_version: crate::VERSION.to_owned(),
         provider: config.api.provider.name().to_owned(),
-        endpoint: (config.api.provider != Provider::DryRun).then(|| ctx.api.endpoint().to_owned()),
+        operation: operation.name().to_owned(),
+        endpoint: (config.api.provider != Provider::DryRun).then(|| ctx.api.endpoint(operation)),
         source,
         sidecar,
-        request: request_object(rec.request.as_ref().map_or(&[][..], |r| &r.fields)),
+        request: request_with_files(&files, rec),
         response: answer.raw.clone(),
         outputs: output_entries(answer, kept),
         attempts: rec.attempts,
@@ -69,9 +75,17 @@ pub(super) fn begin(
 /// Moves the job's folder into the outbox at `dest` and logs `job.completed`.
 pub(super) fn complete(job: &Job, dest: &Path) -> Result<(), FsError> {
     finish::finish_move(&job.dir, &job.rec, dest, METADATA_FILE)?;
+    let marker = format!(
+        "-{}-",
+        job.rec
+            .request
+            .as_ref()
+            .map(|r| r.operation)
+            .unwrap_or_default()
+    );
     let outputs = std::fs::read_dir(dest).map_or(0, |d| {
         d.filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().contains("-remix-"))
+            .filter(|e| e.file_name().to_string_lossy().contains(&marker))
             .count()
     });
     info!(event = events::JOB_COMPLETED, outputs, dir = %dest.display(),
@@ -94,6 +108,9 @@ pub struct OutputEntry {
     pub is_image_safe: bool,
     /// Style used.
     pub style_type: Option<String>,
+    /// The upscaled output's size, when the API sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upscaled_resolution: Option<String>,
     /// Prompt the API used.
     pub prompt: Option<String>,
     /// Size in bytes.
@@ -113,6 +130,7 @@ impl OutputEntry {
             resolution: item.resolution.clone(),
             is_image_safe: item.is_image_safe,
             style_type: item.style_type.clone(),
+            upscaled_resolution: item.upscaled_resolution.clone(),
             prompt: item.prompt.clone(),
             bytes: kept.map(|d| d.bytes),
             sha256: kept.map(|d| d.sha256.clone()),
@@ -150,6 +168,8 @@ pub struct Metadata {
     pub remixd_version: String,
     /// `kkiai`, `ideogram` or `dry-run`.
     pub provider: String,
+    /// `remix`, `reframe`, `replace-background` or `inpaint`.
+    pub operation: String,
     /// The endpoint called; null for dry-run.
     pub endpoint: Option<String>,
     /// The input.
@@ -184,7 +204,7 @@ pub(super) fn job_cost(job: &Job) -> Cost {
     }
     let (price, images) = job.rec.request.as_ref().map_or((0.0, 0), |r| {
         (
-            billing::request_price(&job.config.pricing, r),
+            billing::request_price(&job.config.pricing, r, &job.rec.references),
             u32::from(r.num_images),
         )
     });
@@ -205,6 +225,46 @@ pub fn request_object(fields: &[(String, String)]) -> serde_json::Map<String, se
             Some(Value::Array(list)) => list.push(value),
             Some(first) => *first = Value::Array(vec![first.take(), value]),
         }
+    }
+    map
+}
+
+/// `request` with the files sent besides the image: each reference field as a list of
+/// `{file, bytes, sha256}` (`file` relative to the inbox; the hashes are those of the copies
+/// sent), and the inpaint mask as `mask: {file, bytes, sha256}`.
+#[must_use]
+pub fn request_with_files(
+    files: &Path,
+    rec: &crate::job::JobRecord,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{Value, json};
+    let mut map = request_object(rec.request.as_ref().map_or(&[][..], |r| &r.fields));
+    for copy in &rec.references {
+        let entry = json!({"file": copy.file, "bytes": copy.bytes, "sha256": copy.sha256});
+        match map
+            .entry(copy.field.clone())
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            Value::Array(list) => list.push(entry),
+            other => *other = Value::Array(vec![entry]),
+        }
+    }
+    let needs_mask = rec
+        .request
+        .as_ref()
+        .is_some_and(|r| r.operation.needs_mask());
+    if let (true, Some(name), Some(os)) = (needs_mask, &rec.source.mask, rec.source.mask_os()) {
+        let hashed = crate::job::describe::hash_file(&files.join(os));
+        let file = if rec.source.subdir.is_empty() {
+            name.clone()
+        } else {
+            format!("{}/{name}", rec.source.subdir)
+        };
+        map.insert(
+            "mask".into(),
+            json!({"file": file, "bytes": hashed.as_ref().map(|h| h.bytes),
+                   "sha256": hashed.map(|h| h.sha256)}),
+        );
     }
     map
 }

@@ -11,39 +11,31 @@ use tracing::info;
 
 use super::ctx::{Ctx, Job};
 use crate::api::billing;
-use crate::api::client::Sent;
+use crate::api::client::{FilePart, Sent};
 use crate::api::gate::Signal;
 use crate::api::{Answer, Outcome};
 use crate::config::RetryConfig;
 use crate::events;
 use crate::fsx::FsError;
-use crate::image_info::ImageInfo;
 use crate::job::Stage;
 use crate::job::verdict::{Reason, Verdict};
 
 /// Sends the job's request until there is an answer (`Ok(Ok)`) or a verdict (`Ok(Err)`).
-pub(super) async fn run(
-    ctx: &Ctx,
-    job: &mut Job,
-    image: ImageInfo,
-) -> Result<Result<Answer, Verdict>, FsError> {
+pub(super) async fn run(ctx: &Ctx, job: &mut Job) -> Result<Result<Answer, Verdict>, FsError> {
     let Some(request) = job.rec.request.clone() else {
         return Ok(Err(Verdict::file(
             Reason::InvalidSidecar,
             "no request could be built",
         )));
     };
-    let path = job.dir.files().join(job.rec.source.file_os());
+    let files = file_parts(job);
     let mut retries = Retries::default();
-    let price = billing::request_price(&job.config.pricing, &request);
+    let price = billing::request_price(&job.config.pricing, &request, &job.rec.references);
     loop {
         let permit = ctx.gate.admit(request.num_images, price).await;
         journal_attempt(job)?;
         let started = Instant::now();
-        let sent = ctx
-            .api
-            .submit(&path, &job.rec.source.file, image.format, &request)
-            .await?;
+        let sent = ctx.api.submit(&files, &request).await?;
         let api_ms = started.elapsed().as_millis() as u64;
         job.rec.timings.api_ms += api_ms;
         let billable = billing::may_be_billed(&sent.outcome, sent.upload_completed);
@@ -79,6 +71,45 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// The files a request sends: the image, the inpaint mask when the operation takes one, and
+/// the copies of the references made at claim (never the originals, which may have changed).
+fn file_parts(job: &Job) -> Vec<FilePart> {
+    let files = job.dir.files();
+    let source = &job.rec.source;
+    let stem_of = |name: &str| -> String {
+        let name = name.rsplit('/').next().unwrap_or(name);
+        name.rsplit_once('.')
+            .map_or(name, |(stem, _)| stem)
+            .to_owned()
+    };
+    let mut parts = vec![FilePart {
+        field: "image".into(),
+        path: files.join(source.file_os()),
+        stem: source.stem().to_owned(),
+    }];
+    let operation = job
+        .rec
+        .request
+        .as_ref()
+        .map(|r| r.operation)
+        .unwrap_or_default();
+    if let (true, Some(name), Some(os)) = (operation.needs_mask(), &source.mask, source.mask_os()) {
+        parts.push(FilePart {
+            field: "mask".into(),
+            path: files.join(os),
+            stem: stem_of(name),
+        });
+    }
+    for copy in &job.rec.references {
+        parts.push(FilePart {
+            field: copy.field.clone(),
+            path: job.dir.refs().join(&copy.copy),
+            stem: stem_of(&copy.file),
+        });
+    }
+    parts
 }
 
 /// Journals the next attempt before it is sent.

@@ -6,7 +6,8 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::{
-    AspectRatio, Fields, KEYS, MAGIC_PROMPTS, RENDERING_SPEEDS, STYLE_TYPES, SidecarError,
+    AspectRatio, Fields, KEYS, MAGIC_PROMPTS, OPERATIONS, Operation, RENDERING_SPEEDS, RefPath,
+    STYLE_TYPES, SidecarError,
 };
 use crate::image_info::ASPECT_RATIOS;
 
@@ -48,6 +49,12 @@ pub(super) fn set_field(f: &mut Fields, key: &str, v: Value) -> Result<(), Sidec
         "style_codes" => f.style_codes = Some(style_codes(key, v)?),
         "color_palette" => f.color_palette = Some(color_palette(key, v)?),
         "extra_fields" => f.extra_fields = extra_fields(key, v)?,
+        "operation" => f.operation = Some(operation(key, v)?),
+        "style_reference_images" => f.style_reference_images = Some(ref_paths(key, v)?),
+        "character_reference_images" => f.character_reference_images = Some(ref_paths(key, v)?),
+        "character_reference_images_mask" => {
+            f.character_reference_images_mask = Some(ref_paths(key, v)?);
+        }
         _ => {
             return Err(SidecarError(format!(
                 "unknown key \"{key}\"; the keys are: {}",
@@ -405,7 +412,7 @@ pub(super) fn extra_fields(key: &str, v: Value) -> Result<BTreeMap<String, Value
                 format!("\"{name}\" is a known field; set it directly, not under {key}"),
             ));
         }
-        if name == "image" || name.trim().is_empty() {
+        if ["image", "mask"].contains(&name.as_str()) || name.trim().is_empty() {
             return Err(field_error(
                 key,
                 format!("{} cannot be used as a field name", quoted(name)),
@@ -413,4 +420,59 @@ pub(super) fn extra_fields(key: &str, v: Value) -> Result<BTreeMap<String, Value
         }
     }
     Ok(map.into_iter().collect())
+}
+
+pub(super) fn operation(key: &str, v: Value) -> Result<Operation, SidecarError> {
+    let s = text(key, v)?;
+    Operation::parse(&s).ok_or_else(|| {
+        let names: Vec<&str> = OPERATIONS.iter().map(|op| op.name()).collect();
+        field_error(
+            key,
+            format!("{} is not one of {}", quoted(&s), names.join(", ")),
+        )
+    })
+}
+
+/// A list of paths (one path alone is a list of one), each relative to the naming file's
+/// folder; where that folder is, the caller says ([`Fields::anchor`]).
+pub(super) fn ref_paths(key: &str, v: Value) -> Result<Vec<RefPath>, SidecarError> {
+    let items = match v {
+        Value::Array(items) => items,
+        single @ Value::String(_) => vec![single],
+        other => {
+            return Err(field_error(
+                key,
+                format!(
+                    "expected a list of image paths such as [_refs/style.png], found {}",
+                    kind_of(&other)
+                ),
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(field_error(
+            key,
+            "the list is empty; name an image or remove the key",
+        ));
+    }
+    items.into_iter().map(|item| ref_path(key, item)).collect()
+}
+
+fn ref_path(key: &str, item: Value) -> Result<RefPath, SidecarError> {
+    let written = text(key, item)?.trim().to_owned();
+    if written.is_empty() || written.contains('\0') {
+        return Err(field_error(key, "an empty path; name an image file"));
+    }
+    if std::path::Path::new(&written).is_absolute() {
+        return Err(field_error(
+            key,
+            format!(
+                "\"{written}\": absolute paths are not allowed; write it relative to the folder of this file"
+            ),
+        ));
+    }
+    Ok(RefPath {
+        base: std::path::PathBuf::new(),
+        written,
+    })
 }

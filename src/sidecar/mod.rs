@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
 
 use serde::de::DeserializeSeed;
 
@@ -82,6 +83,64 @@ pub struct Fields {
     pub color_palette: Option<serde_json::Value>,
     /// New API fields passed through untouched.
     pub extra_fields: BTreeMap<String, serde_json::Value>,
+    /// `operation`: which edit of the image (remix when no layer says).
+    pub operation: Option<Operation>,
+    /// `style_reference_images`: images whose style the outputs take.
+    pub style_reference_images: Option<Vec<RefPath>>,
+    /// `character_reference_images`: the one image of a character to keep.
+    pub character_reference_images: Option<Vec<RefPath>>,
+    /// `character_reference_images_mask`: the character reference's mask.
+    pub character_reference_images_mask: Option<Vec<RefPath>>,
+}
+
+/// A reference file as a sidecar or `_defaults.yaml` names it: a path relative to the folder
+/// of the file naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefPath {
+    /// The folder of the file that names it, relative to the inbox (`""` at its root, and for
+    /// the config's `defaults`).
+    pub base: PathBuf,
+    /// The path as written.
+    pub written: String,
+}
+
+impl RefPath {
+    /// The path relative to the inbox with `.` and `..` taken by name, so a `..` may climb
+    /// only while it stays inside the inbox (symlinks are refused when it is opened).
+    ///
+    /// # Errors
+    /// A message when the path is absolute or climbs out of the inbox.
+    pub fn resolve(&self) -> Result<PathBuf, String> {
+        let written = Path::new(&self.written);
+        if written.is_absolute() {
+            return Err(
+                "is an absolute path; write it relative to the folder of the file \
+                        that names it, e.g. ../_refs/logo.png"
+                    .into(),
+            );
+        }
+        let mut parts: Vec<&OsStr> = Vec::new();
+        for part in self.base.components().chain(written.components()) {
+            match part {
+                Component::Normal(name) => parts.push(name),
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    if parts.pop().is_none() {
+                        return Err("leads out of the inbox; a reference must be inside it \
+                                    (e.g. in an _refs/ folder)"
+                            .into());
+                    }
+                }
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err("is an absolute path".into());
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Err("names a folder, not an image file".into());
+        }
+        Ok(parts.iter().collect())
+    }
 }
 
 /// Why a sidecar or defaults file was refused. The text names the field and the problem.
@@ -102,13 +161,17 @@ pub enum RequestError {
     Invalid(String),
 }
 
-/// The form fields of one remix request, in the order they are sent, minus the image.
+/// The form fields of one request, in the order they are sent, minus the files (image,
+/// mask, references), and the operation that takes them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemixRequest {
     /// `(form name, value)` pairs exactly as sent.
     pub fields: Vec<(String, String)>,
     /// How many images this request asks for.
     pub num_images: u8,
+    /// The endpoint's operation (journals from before operations existed are remixes).
+    #[serde(default)]
+    pub operation: Operation,
 }
 
 /// Deepest nesting of lists and maps accepted; real sidecars use two or three levels.
@@ -123,7 +186,7 @@ const MAX_NODES: usize = 64 * 1024;
 const MAX_TEXT_BYTES: usize = 4 * MAX_SIDECAR_BYTES;
 
 /// The keys a YAML/JSON sidecar may use, in the order they are sent.
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 18] = [
     "prompt",
     "negative_prompt",
     "num_images",
@@ -138,6 +201,10 @@ const KEYS: [&str; 14] = [
     "style_codes",
     "color_palette",
     "extra_fields",
+    "operation",
+    "style_reference_images",
+    "character_reference_images",
+    "character_reference_images_mask",
 ];
 
 const RENDERING_SPEEDS: [&str; 4] = ["FLASH", "TURBO", "DEFAULT", "QUALITY"];
@@ -212,10 +279,13 @@ pub fn sidecar_candidates(image: &OsStr) -> Vec<OsString> {
 }
 
 mod fields;
+mod operation;
 mod reader;
 mod request;
 #[cfg(test)]
 mod tests;
 
 use fields::fields_from_value;
+pub use operation::{OPERATIONS, Operation};
 use reader::{Bounded, Limits, read_json, read_yaml};
+pub use request::merge_layers;

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::{AspectRatio, Fields, RemixRequest, RequestError};
+use super::{AspectRatio, Fields, Operation, RefPath, RemixRequest, RequestError};
 use crate::image_info::{ImageInfo, nearest_aspect_ratio};
 
 impl Fields {
@@ -24,8 +24,15 @@ impl Fields {
         if stronger.style_codes.is_some() {
             weaker.style_type = None;
         }
-        if stronger.style_type.is_some() {
+        if stronger.style_type.is_some() || stronger.style_reference_images.is_some() {
             weaker.style_codes = None;
+        }
+        if stronger.style_codes.is_some() {
+            weaker.style_reference_images = None;
+        }
+        // A mask belongs to its reference: a new reference takes none from a weaker layer.
+        if stronger.character_reference_images.is_some() {
+            weaker.character_reference_images_mask = None;
         }
         let mut extra_fields = weaker.extra_fields;
         extra_fields.extend(stronger.extra_fields);
@@ -44,6 +51,132 @@ impl Fields {
             style_codes: stronger.style_codes.or(weaker.style_codes),
             color_palette: stronger.color_palette.or(weaker.color_palette),
             extra_fields,
+            operation: stronger.operation.or(weaker.operation),
+            style_reference_images: stronger
+                .style_reference_images
+                .or(weaker.style_reference_images),
+            character_reference_images: stronger
+                .character_reference_images
+                .or(weaker.character_reference_images),
+            character_reference_images_mask: stronger
+                .character_reference_images_mask
+                .or(weaker.character_reference_images_mask),
+        }
+    }
+
+    /// This layer with its reference paths taken relative to `folder` (inbox-relative), the
+    /// folder of the file that named them.
+    #[must_use]
+    pub fn anchor(mut self, folder: &std::path::Path) -> Fields {
+        for list in [
+            &mut self.style_reference_images,
+            &mut self.character_reference_images,
+            &mut self.character_reference_images_mask,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for path in list {
+                path.base = folder.to_path_buf();
+            }
+        }
+        self
+    }
+
+    /// The reference lists this layer sets, by form name, in sending order.
+    #[must_use]
+    pub fn references(&self) -> Vec<(&'static str, &[RefPath])> {
+        [
+            ("style_reference_images", &self.style_reference_images),
+            (
+                "character_reference_images",
+                &self.character_reference_images,
+            ),
+            (
+                "character_reference_images_mask",
+                &self.character_reference_images_mask,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, list)| list.as_deref().map(|l| (name, l)))
+        .collect()
+    }
+
+    /// The sidecar keys this layer sets.
+    fn keys_set(&self) -> Vec<&'static str> {
+        let set = [
+            ("prompt", self.prompt.is_some()),
+            ("negative_prompt", self.negative_prompt.is_some()),
+            ("num_images", self.num_images.is_some()),
+            ("rendering_speed", self.rendering_speed.is_some()),
+            ("image_weight", self.image_weight.is_some()),
+            ("seed", self.seed.is_some()),
+            ("resolution", self.resolution.is_some()),
+            ("aspect_ratio", self.aspect_ratio.is_some()),
+            ("magic_prompt", self.magic_prompt.is_some()),
+            ("style_type", self.style_type.is_some()),
+            ("style_preset", self.style_preset.is_some()),
+            ("style_codes", self.style_codes.is_some()),
+            ("color_palette", self.color_palette.is_some()),
+            (
+                "style_reference_images",
+                self.style_reference_images.is_some(),
+            ),
+            (
+                "character_reference_images",
+                self.character_reference_images.is_some(),
+            ),
+            (
+                "character_reference_images_mask",
+                self.character_reference_images_mask.is_some(),
+            ),
+        ];
+        set.into_iter()
+            .filter_map(|(key, is_set)| is_set.then_some(key))
+            .collect()
+    }
+
+    /// This layer without the fields `operation` does not take: what defaults become for it.
+    #[must_use]
+    pub fn only_for(self, operation: Operation) -> Fields {
+        let takes = |key| operation.takes(key);
+        Fields {
+            prompt: self.prompt.filter(|_| takes("prompt")),
+            negative_prompt: self.negative_prompt.filter(|_| takes("negative_prompt")),
+            num_images: self.num_images.filter(|_| takes("num_images")),
+            rendering_speed: self.rendering_speed.filter(|_| takes("rendering_speed")),
+            image_weight: self.image_weight.filter(|_| takes("image_weight")),
+            seed: self.seed.filter(|_| takes("seed")),
+            resolution: self.resolution.filter(|_| takes("resolution")),
+            aspect_ratio: self.aspect_ratio.filter(|_| takes("aspect_ratio")),
+            magic_prompt: self.magic_prompt.filter(|_| takes("magic_prompt")),
+            style_type: self.style_type.filter(|_| takes("style_type")),
+            style_preset: self.style_preset.filter(|_| takes("style_preset")),
+            style_codes: self.style_codes.filter(|_| takes("style_codes")),
+            color_palette: self.color_palette.filter(|_| takes("color_palette")),
+            extra_fields: self.extra_fields,
+            operation: self.operation,
+            style_reference_images: self
+                .style_reference_images
+                .filter(|_| takes("style_reference_images")),
+            character_reference_images: self
+                .character_reference_images
+                .filter(|_| takes("character_reference_images")),
+            character_reference_images_mask: self
+                .character_reference_images_mask
+                .filter(|_| takes("character_reference_images_mask")),
+        }
+    }
+
+    /// Refuses a field `operation` does not take, naming both.
+    fn check_operation(&self, operation: Operation) -> Result<(), RequestError> {
+        match self.keys_set().into_iter().find(|k| !operation.takes(k)) {
+            None => Ok(()),
+            Some(key) => Err(RequestError::Invalid(format!(
+                "{key}: the {operation} operation does not take this field (it takes {}); \
+                 remove it or choose another operation",
+                operation.field_list()
+            ))),
         }
     }
 
@@ -56,11 +189,19 @@ impl Fields {
     /// [`RequestError::MissingPrompt`] with no prompt; `Invalid` when the merged fields break
     /// a rule.
     pub fn to_request(&self, image: &ImageInfo) -> Result<RemixRequest, RequestError> {
-        let prompt = self
-            .prompt
-            .as_deref()
-            .filter(|p| !p.trim().is_empty())
-            .ok_or(RequestError::MissingPrompt)?;
+        let operation = self.operation.unwrap_or_default();
+        self.check_operation(operation)?;
+        let prompt = self.prompt.as_deref().filter(|p| !p.trim().is_empty());
+        if prompt.is_none() && operation.needs_prompt() {
+            return Err(RequestError::MissingPrompt);
+        }
+        if self.resolution.is_none() && operation.needs_resolution() {
+            return Err(RequestError::Invalid(format!(
+                "resolution: the {operation} operation needs the size to make, e.g. \
+                 resolution: 1024x1024"
+            )));
+        }
+        self.check_references()?;
         let num_images = self.num_images.unwrap_or(1);
         if !(1..=8).contains(&num_images) {
             return Err(RequestError::Invalid(format!(
@@ -78,13 +219,41 @@ impl Fields {
         Ok(RemixRequest {
             fields: self.form(prompt, aspect_ratio),
             num_images,
+            operation,
         })
     }
 
+    /// The rules between reference fields that need no file: one character reference, a
+    /// mask only with its reference, and no `style_codes` beside style references.
+    fn check_references(&self) -> Result<(), RequestError> {
+        let invalid = |m: &str| Err(RequestError::Invalid(m.to_owned()));
+        if self.style_codes.is_some() && self.style_reference_images.is_some() {
+            return invalid(
+                "style_codes and style_reference_images exclude each other: keep only one of them",
+            );
+        }
+        let characters = self.character_reference_images.as_ref().map_or(0, Vec::len);
+        if characters > 1 {
+            return Err(RequestError::Invalid(format!(
+                "character_reference_images: {characters} images given; the API takes exactly one"
+            )));
+        }
+        match (&self.character_reference_images_mask, characters) {
+            (Some(_), 0) => invalid(
+                "character_reference_images_mask: a mask without its character_reference_images; \
+                 name the reference too, or remove the mask",
+            ),
+            (Some(masks), n) if masks.len() != n => invalid(
+                "character_reference_images_mask: give one mask for the one character reference",
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// The form fields in sending order, once the rules are checked.
-    fn form(&self, prompt: &str, aspect_ratio: Option<&str>) -> Vec<(String, String)> {
+    fn form(&self, prompt: Option<&str>, aspect_ratio: Option<&str>) -> Vec<(String, String)> {
         let mut out = Form::default();
-        out.push("prompt", prompt);
+        out.push_some("prompt", prompt);
         out.push_some(
             "negative_prompt",
             self.negative_prompt.as_deref().filter(|n| !n.is_empty()),
@@ -131,6 +300,37 @@ impl Fields {
                      keep only one of them"
                 )))
             }
+        }
+    }
+}
+
+/// Merges a job's layers for its operation: `defaults` (the config's, then each
+/// `_defaults.yaml` from the inbox root down) and the sidecar. The operation is the strongest
+/// layer's; what the defaults set that it does not take is left out (`aspect_ratio: auto` is
+/// not sent to reframe), while the sidecar, the one file written for this image, must not set
+/// such a field at all.
+///
+/// # Errors
+/// [`RequestError::Invalid`] naming the sidecar's field the operation does not take.
+pub fn merge_layers(
+    defaults: Vec<Fields>,
+    sidecar: Option<Fields>,
+) -> Result<Fields, RequestError> {
+    let base = defaults
+        .into_iter()
+        .fold(Fields::default(), Fields::overlay);
+    let operation = sidecar
+        .as_ref()
+        .and_then(|s| s.operation)
+        .or(base.operation)
+        .unwrap_or_default();
+    let mut base = base.only_for(operation);
+    base.operation = Some(operation);
+    match sidecar {
+        None => Ok(base),
+        Some(sidecar) => {
+            sidecar.check_operation(operation)?;
+            Ok(base.overlay(sidecar))
         }
     }
 }
@@ -197,6 +397,14 @@ impl serde::Serialize for Fields {
         if !self.extra_fields.is_empty() {
             let extra: Map<String, Value> = self.extra_fields.clone().into_iter().collect();
             entry("extra_fields", Some(Value::Object(extra)))?;
+        }
+        entry("operation", self.operation.map(|op| Value::from(op.name())))?;
+        for (name, list) in self.references() {
+            let written: Vec<Value> = list
+                .iter()
+                .map(|r| Value::from(r.written.clone()))
+                .collect();
+            entry(name, Some(Value::Array(written)))?;
         }
         map.end()
     }

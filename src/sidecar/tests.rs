@@ -625,3 +625,104 @@ fn fields_serialize_only_what_is_set() {
         serde_json::json!({"seed": 4, "aspect_ratio": "auto", "extra_fields": {"a": 1}})
     );
 }
+
+fn request_err(fields: &Fields) -> String {
+    match fields.to_request(&image(1024, 1024)) {
+        Err(RequestError::Invalid(m)) => m,
+        other => panic!("expected an invalid request, got {other:?}"),
+    }
+}
+
+/// SPEC.md, the operation table: each operation takes its own fields; the sidecar naming
+/// another is refused, naming the field and the operation; defaults apply only where taken.
+#[test]
+fn each_operation_refuses_fields_it_does_not_take() {
+    let sidecar = yaml("operation: reframe\nresolution: 1280x768\nprompt: a cat\n").unwrap();
+    let err = match merge_layers(vec![], Some(sidecar)) {
+        Err(RequestError::Invalid(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        err.starts_with("prompt:") && err.contains("reframe"),
+        "{err}"
+    );
+    let defaults = yaml("num_images: 2\naspect_ratio: auto\nprompt: house style\n").unwrap();
+    let sidecar = yaml("operation: reframe\nresolution: 1280x768\n").unwrap();
+    let merged = merge_layers(vec![defaults], Some(sidecar)).unwrap();
+    let request = merged.to_request(&image(100, 100)).unwrap();
+    assert_eq!(request.operation, Operation::Reframe);
+    assert_eq!(
+        request.fields,
+        pairs(&[("num_images", "2"), ("resolution", "1280x768")]),
+        "aspect_ratio and prompt from the defaults are not sent to reframe"
+    );
+}
+
+#[test]
+fn reframe_needs_a_resolution_and_no_prompt() {
+    let merged = merge_layers(vec![yaml("operation: REFRAME").unwrap()], None).unwrap();
+    assert!(request_err(&merged).starts_with("resolution:"));
+    let inpaint = merge_layers(vec![yaml("operation: inpaint").unwrap()], None).unwrap();
+    assert_eq!(
+        inpaint.to_request(&image(10, 10)),
+        Err(RequestError::MissingPrompt)
+    );
+    assert!(yaml("operation: upscale").is_err());
+}
+
+#[test]
+fn reference_rules_need_no_file() {
+    let both =
+        yaml("prompt: p\nstyle_codes: [AAAAAAAA]\nstyle_reference_images: [_refs/a.png]").unwrap();
+    assert!(request_err(&both).contains("style_codes and style_reference_images"));
+    let two = yaml("prompt: p\ncharacter_reference_images: [a.png, b.png]").unwrap();
+    assert!(request_err(&two).starts_with("character_reference_images: 2 images"));
+    let lone_mask = yaml("prompt: p\ncharacter_reference_images_mask: m.png").unwrap();
+    assert!(request_err(&lone_mask).contains("without its character_reference_images"));
+    assert!(yaml("style_reference_images: /etc/passwd").is_err());
+    assert!(yaml("style_reference_images: []").is_err());
+}
+
+/// A path is relative to the folder of the file naming it; `..` may climb only while it
+/// stays inside the inbox.
+#[test]
+fn reference_paths_resolve_inside_the_inbox_only() {
+    let sidecar = yaml("style_reference_images: [../_refs/a.png, ./b.png]")
+        .unwrap()
+        .anchor(std::path::Path::new("brand/summer"));
+    let paths = sidecar.style_reference_images.clone().unwrap();
+    assert_eq!(
+        paths[0].resolve().unwrap(),
+        std::path::Path::new("brand/_refs/a.png")
+    );
+    assert_eq!(
+        paths[1].resolve().unwrap(),
+        std::path::Path::new("brand/summer/b.png")
+    );
+    let out = yaml("style_reference_images: [../../../x.png]")
+        .unwrap()
+        .anchor(std::path::Path::new("brand/summer"));
+    let err = out.style_reference_images.unwrap()[0]
+        .resolve()
+        .expect_err("leaves the inbox");
+    assert!(err.contains("out of the inbox"), "{err}");
+}
+
+/// A stronger layer's style codes or new character reference take the weaker's conflicting
+/// references away, as `style_type` does for `style_codes`.
+#[test]
+fn stronger_layers_replace_conflicting_references() {
+    let brand = yaml(
+        "style_reference_images: [_refs/a.png]\ncharacter_reference_images: [c.png]\n\
+         character_reference_images_mask: [m.png]",
+    )
+    .unwrap();
+    let sidecar = yaml("style_codes: [AAAAAAAA]\ncharacter_reference_images: [d.png]").unwrap();
+    let merged = brand.overlay(sidecar);
+    assert_eq!(merged.style_reference_images, None);
+    assert_eq!(merged.character_reference_images_mask, None);
+    assert_eq!(
+        merged.character_reference_images.unwrap()[0].written,
+        "d.png"
+    );
+}

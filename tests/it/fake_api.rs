@@ -1,5 +1,6 @@
-//! A fake Ideogram Remix API on loopback (port 0), speaking the real protocol:
-//! `POST /v1/ideogram-v3/remix` as `multipart/form-data` with per-provider authentication,
+//! A fake Ideogram 3.0 API on loopback (port 0), speaking the real protocol:
+//! `POST /v1/ideogram-v3/{remix,reframe,replace-background,inpaint}` as `multipart/form-data`
+//! with per-provider authentication and each operation's required fields enforced,
 //! and `GET /files/{name}` serving the outputs it announced. Answers come from a scripted
 //! FIFO, then per-image rules, then a default; every upload and fetch is recorded so tests
 //! can check exactly what remixd sent and how often.
@@ -139,9 +140,26 @@ impl Reply {
     }
 }
 
+/// One file part as the fake received it.
+#[derive(Debug, Clone)]
+pub struct FileSeen {
+    /// The form name (`image`, `mask`, `style_reference_images`, ...).
+    pub name: String,
+    /// The part's file name.
+    pub file_name: Option<String>,
+    /// The part's content type.
+    pub content_type: Option<String>,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+}
+
 /// One upload as the fake received it.
 #[derive(Debug, Clone)]
 pub struct Upload {
+    /// The operation posted to (`remix`, `reframe`, `replace-background`, `inpaint`).
+    pub operation: String,
+    /// Every file part, in order (the image included).
+    pub files: Vec<FileSeen>,
     /// When it arrived.
     pub at: Instant,
     /// The `TAG` of a `/p/TAG/...` base URL ([`FakeApi::url_via`]), `""` for the plain one:
@@ -180,6 +198,11 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// The file parts named `name`, in order.
+    pub fn files_named(&self, name: &str) -> Vec<&FileSeen> {
+        self.files.iter().filter(|f| f.name == name).collect()
+    }
+
     /// The first value of form field `name`.
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields
@@ -295,8 +318,8 @@ impl FakeApi {
             script: Mutex::new(Script::default()),
         });
         let app = Router::new()
-            .route("/v1/ideogram-v3/remix", post(remix))
-            .route("/p/{tag}/v1/ideogram-v3/remix", post(remix_via))
+            .route("/v1/ideogram-v3/{operation}", post(remix))
+            .route("/p/{tag}/v1/ideogram-v3/{operation}", post(remix_via))
             .route("/files/{name}", get(file))
             .route("/hostile/endless", get(endless))
             .route("/hostile/trickle", get(trickle))
@@ -340,7 +363,12 @@ impl FakeApi {
 
     /// The endpoint remixd must post to.
     pub fn endpoint(&self) -> String {
-        format!("{}/v1/ideogram-v3/remix", self.inner.base)
+        self.endpoint_of("remix")
+    }
+
+    /// The endpoint of `operation` (`reframe`, `inpaint`, ...).
+    pub fn endpoint_of(&self, operation: &str) -> String {
+        format!("{}/v1/ideogram-v3/{operation}", self.inner.base)
     }
 
     /// The provider mode.
@@ -449,13 +477,21 @@ async fn read_form(multipart: Result<Multipart, MultipartRejection>, upload: &mu
                         return;
                     }
                 };
+                if FILE_PARTS.contains(&name.as_str()) {
+                    upload.files.push(FileSeen {
+                        name: name.clone(),
+                        file_name: file_name.clone(),
+                        content_type: content_type.clone(),
+                        sha256: sha256(&bytes),
+                    });
+                }
                 if name == "image" {
                     upload.image_parts += 1;
                     upload.file_name = file_name;
                     upload.image_type = content_type;
                     upload.sha256 = sha256(&bytes);
                     upload.len = bytes.len();
-                } else {
+                } else if !FILE_PARTS.contains(&name.as_str()) {
                     let text = String::from_utf8_lossy(&bytes).into_owned();
                     upload.fields.push((name, text));
                 }
@@ -467,6 +503,45 @@ async fn read_form(multipart: Result<Multipart, MultipartRejection>, upload: &mu
             }
         }
     }
+}
+
+/// The form names that carry files.
+const FILE_PARTS: [&str; 5] = [
+    "image",
+    "mask",
+    "style_reference_images",
+    "character_reference_images",
+    "character_reference_images_mask",
+];
+
+/// What each operation requires besides the image, as the official reference says: a 400
+/// naming what is missing, or an unknown operation's 404.
+fn operation_refusal(upload: &Upload) -> Option<(u16, String)> {
+    let has_field = |name: &str| upload.field(name).is_some_and(|v| !v.trim().is_empty());
+    let missing = match upload.operation.as_str() {
+        "inpaint" if upload.files_named("mask").len() != 1 => Some("mask"),
+        "remix" | "replace-background" | "inpaint" => (!has_field("prompt")).then_some("prompt"),
+        "reframe" => (!has_field("resolution")).then_some("resolution"),
+        other => {
+            return Some((
+                404,
+                json!({"error": format!("no operation {other}")}).to_string(),
+            ));
+        }
+    };
+    if let Some(name) = missing {
+        return Some((
+            400,
+            json!({"error": format!("{name} is required")}).to_string(),
+        ));
+    }
+    if upload.files_named("character_reference_images").len() > 1 {
+        return Some((
+            400,
+            json!({"error": "at most one character reference"}).to_string(),
+        ));
+    }
+    None
 }
 
 /// What the fake refuses before any script applies: bad key, wrong `Accept`, broken form.
@@ -503,7 +578,7 @@ fn refusal(mode: Mode, upload: &Upload) -> Option<(u16, String)> {
             json!({"error": "exactly one image part is required"}).to_string(),
         ));
     }
-    None
+    operation_refusal(upload)
 }
 
 struct Planned {
@@ -634,28 +709,31 @@ fn respond(status: u16, headers: &[(String, String)], body: String) -> Response 
 
 async fn remix(
     State(inner): State<Arc<Inner>>,
+    Path(operation): Path<String>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    answer_upload(&inner, String::new(), &headers, multipart).await
+    answer_upload(&inner, (String::new(), operation), &headers, multipart).await
 }
 
 async fn remix_via(
     State(inner): State<Arc<Inner>>,
-    Path(tag): Path<String>,
+    Path((tag, operation)): Path<(String, String)>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    answer_upload(&inner, tag, &headers, multipart).await
+    answer_upload(&inner, (tag, operation), &headers, multipart).await
 }
 
 async fn answer_upload(
     inner: &Inner,
-    via: String,
+    (via, operation): (String, String),
     headers: &HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let mut upload = Upload {
+        operation,
+        files: Vec::new(),
         at: Instant::now(),
         via,
         authorization: header(headers, "authorization"),
@@ -684,7 +762,9 @@ async fn answer_upload(
     upload.body.clone_from(&planned.body);
     let index = {
         let mut script = inner.script.lock().unwrap();
-        script.requests.push("POST /v1/ideogram-v3/remix".into());
+        script
+            .requests
+            .push(format!("POST /v1/ideogram-v3/{}", upload.operation));
         script.uploads.push(upload);
         script.uploads.len() - 1
     };

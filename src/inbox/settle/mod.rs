@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{EntryType, NameKind, Snapshot, classify_name};
+use super::{EntryType, NameKind, Snapshot, classify_name, mask_candidates};
 use crate::job::JobId;
 use crate::job::verdict::Reason;
 use crate::sidecar::sidecar_candidates;
@@ -48,6 +48,8 @@ pub enum Decision {
         image: PathBuf,
         /// Sidecar path relative to the inbox.
         sidecar: Option<PathBuf>,
+        /// Inpaint mask (`STEM.mask.*`) path relative to the inbox.
+        mask: Option<PathBuf>,
     },
     /// Claim an entry that can only be quarantined.
     Stray {
@@ -125,13 +127,20 @@ impl Entry {
         matches!(self.kind, NameKind::Sidecar(_)) && self.snap.kind == EntryType::File
     }
 
-    /// Counts in `pending`: everything that will become a job. A sidecar does only through
-    /// its image, or once it is a ready orphan.
+    /// A sidecar or a mask: a file that goes with an image, never a job of its own (unless
+    /// its image never comes).
+    fn is_companion(&self) -> bool {
+        matches!(self.kind, NameKind::Sidecar(_) | NameKind::Mask)
+            && self.snap.kind == EntryType::File
+    }
+
+    /// Counts in `pending`: everything that will become a job. A sidecar or mask does only
+    /// through its image, or once it is a ready orphan.
     fn counts(&self) -> bool {
         match self.phase {
             Phase::Handed(_) => false,
             Phase::Ready => true,
-            _ => !self.is_file_sidecar(),
+            _ => !self.is_companion(),
         }
     }
 }
@@ -399,19 +408,31 @@ impl Intake {
                     }
                     Pairing::None => None,
                 };
-                let sidecar = sidecar.map(|s| {
+                let mask = match self.mask_of(id) {
+                    Pairing::Settled(m) if self.unchanged(m, now, stat) => Some(m),
+                    Pairing::Settled(_) | Pairing::Settling => {
+                        self.set_phase(id, Phase::AwaitPair);
+                        self.wake_image(id, now);
+                        return None;
+                    }
+                    Pairing::None => None,
+                };
+                let mut hand = |s: EntryId| {
                     self.hand(s, now);
                     self.path_of(s)
-                });
+                };
+                let sidecar = sidecar.map(&mut hand);
+                let mask = mask.map(&mut hand);
                 self.hand(id, now);
                 return Some(Decision::Image {
                     job_id,
                     detected_at,
                     image: rel,
                     sidecar,
+                    mask,
                 });
             }
-            (NameKind::Sidecar(_), EntryType::File) => Reason::OrphanSidecar,
+            (NameKind::Sidecar(_) | NameKind::Mask, EntryType::File) => Reason::OrphanSidecar,
             (_, EntryType::File) => Reason::UnsupportedFormat,
         };
         self.hand(id, now);
@@ -464,7 +485,7 @@ impl Intake {
             seen: self.scan,
         };
         let job = entry.job;
-        let detected = !entry.is_file_sidecar();
+        let detected = !entry.is_companion();
         if entry.counts() {
             self.pending += 1;
         }
@@ -484,7 +505,7 @@ impl Intake {
         }
         self.by_name.insert(key, id);
         self.set_due(id, Some(now + self.timings.settle));
-        if matches!(kind, NameKind::Sidecar(_)) {
+        if matches!(kind, NameKind::Sidecar(_) | NameKind::Mask) {
             // An image that was going to go on without a sidecar now waits for this one.
             self.wake_images_of(folder, name.as_bytes(), now);
         }
@@ -513,7 +534,7 @@ impl Intake {
             }
         }
         self.by_name.remove(&entry.key);
-        if entry.is_file_sidecar() {
+        if entry.is_companion() {
             self.wake_images_of(entry.folder(), entry.name(), now);
         }
     }
@@ -523,10 +544,10 @@ impl Intake {
         let entry = self.entry_mut(id);
         entry.snap = snap;
         entry.stable_since = now;
-        let was_sidecar = entry.is_file_sidecar();
+        let was_companion = entry.is_companion();
         self.set_phase(id, Phase::Settling);
         self.set_due(id, Some(now + self.timings.settle));
-        if was_sidecar {
+        if was_companion {
             let (folder, name) = (self.entry(id).folder(), self.entry(id).name().to_vec());
             self.wake_images_of(folder, &name, now);
         }
@@ -541,7 +562,7 @@ impl Intake {
                 self.set_phase(id, Phase::AwaitPair);
                 self.wake_image(id, at);
             }
-            (NameKind::Sidecar(_), EntryType::File) => {
+            (NameKind::Sidecar(_) | NameKind::Mask, EntryType::File) => {
                 self.set_phase(id, Phase::Held);
                 self.arm_orphan(id, at);
                 self.wake_images_of(folder, &name, at);
@@ -550,8 +571,8 @@ impl Intake {
         }
     }
 
-    /// A sidecar came, settled, changed or went: the settled images that would take it look
-    /// again.
+    /// A sidecar or mask came, settled, changed or went: the settled images that would take
+    /// it look again.
     fn wake_images_of(&mut self, folder: FolderId, sidecar: &[u8], now: Instant) {
         for image in self.images_wanting(folder, sidecar) {
             if matches!(
@@ -565,8 +586,15 @@ impl Intake {
 
     /// A settled image decides: ready with its settled sidecar, waiting for a sidecar that
     /// is still settling, or waiting out `sidecar_wait` for one that is not there.
+    /// A mask still settling holds the image back too; a mask that is not there does not (only
+    /// an inpaint job needs one, and the job waits for it).
     fn wake_image(&mut self, image: EntryId, now: Instant) {
+        let mask_settling = matches!(self.mask_of(image), Pairing::Settling);
         match self.sidecar_of(image) {
+            _ if mask_settling => {
+                self.set_due(image, None);
+                self.set_phase(image, Phase::AwaitPair);
+            }
             Pairing::Settled(_) if self.entry(image).phase == Phase::Ready => {}
             Pairing::Settled(_) => self.make_ready(image),
             Pairing::Settling => {
@@ -652,10 +680,53 @@ impl Intake {
         Pairing::None
     }
 
+    /// The image's mask, `STEM.mask.*`: a hashed lookup per candidate name.
+    fn mask_of(&self, image: EntryId) -> Pairing {
+        let entry = self.entry(image);
+        let folder = entry.folder();
+        for candidate in mask_candidates(OsStr::from_bytes(entry.name())) {
+            let key = KeyBuf::new(folder, candidate.as_bytes());
+            let Some(&m) = self.by_name.get(key.bytes()) else {
+                continue;
+            };
+            let mask = self.entry(m);
+            if mask.kind != NameKind::Mask || mask.snap.kind != EntryType::File {
+                continue;
+            }
+            return match mask.phase {
+                Phase::Held => Pairing::Settled(m),
+                Phase::Handed(_) | Phase::Ready => continue,
+                _ => Pairing::Settling,
+            };
+        }
+        Pairing::None
+    }
+
+    /// The images in `folder` that would take mask `name` (`STEM.mask.EXT`): those of stem
+    /// `STEM`, by one hashed lookup.
+    fn images_wanting_mask(&self, folder: FolderId, mask: &[u8]) -> Vec<EntryId> {
+        let image_stem = &stem(mask)[..stem(mask).len().saturating_sub(b".mask".len())];
+        let mut found = self
+            .images_by_stem
+            .get(KeyBuf::new(folder, image_stem).bytes())
+            .cloned()
+            .unwrap_or_default();
+        found.retain(|&id| {
+            mask_candidates(OsStr::from_bytes(self.entry(id).name()))
+                .iter()
+                .any(|c| c.as_bytes() == mask)
+        });
+        found
+    }
+
     /// The images in `folder` that would take sidecar `name`: `NAME` itself (`cat.png.yaml`)
     /// or an image whose stem is `NAME` (`cat.yaml`): two hashed lookups, then a check that
-    /// the image's own candidate names include this one.
+    /// the image's own candidate names include this one. For a mask, see
+    /// [`Intake::images_wanting_mask`].
     fn images_wanting(&self, folder: FolderId, sidecar: &[u8]) -> Vec<EntryId> {
+        if classify_name(OsStr::from_bytes(sidecar)) == NameKind::Mask {
+            return self.images_wanting_mask(folder, sidecar);
+        }
         let base = stem(sidecar);
         let mut found = Vec::new();
         if let Some(&id) = self.by_name.get(KeyBuf::new(folder, base).bytes()) {

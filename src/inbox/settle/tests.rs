@@ -395,3 +395,105 @@ async fn a_settled_backlog_leaves_nothing_to_wake_for() {
         "the claim re-checks each image and its sidecar once"
     );
 }
+
+fn mask_of(d: &Decision) -> Option<&Path> {
+    match d {
+        Decision::Image { mask, .. } => mask.as_deref(),
+        Decision::Stray { .. } => panic!("not an image: {d:?}"),
+    }
+}
+
+/// SPEC.md, The inbox: the inpaint mask `STEM.mask.*` is "claimed and moved with" its image
+/// and "never a job itself".
+#[tokio::test(start_paused = true)]
+async fn a_mask_goes_with_its_image_and_is_never_a_job() {
+    let mut d = Drive::new(false);
+    let t0 = Instant::now();
+    assert!(
+        d.put("a/cat.mask.png", file(5)).is_none(),
+        "a mask is not detected as a job"
+    );
+    d.put("a/cat.yaml", file(3));
+    assert!(d.put("a/cat.png", file(10)).is_some());
+    assert_eq!(d.intake.pending(), 1, "only the image will become a job");
+    d.run_until(t0 + 100 * MS).await;
+    let ready = d.take(10);
+    assert_eq!(ready.len(), 1, "{ready:?}");
+    assert_eq!(
+        image_of(&ready[0]),
+        (Path::new("a/cat.png"), Some(Path::new("a/cat.yaml")))
+    );
+    assert_eq!(mask_of(&ready[0]), Some(Path::new("a/cat.mask.png")));
+    d.run_until(t0 + 5000 * MS).await;
+    assert!(
+        d.take(10).is_empty(),
+        "the mask was handed with its image, never an orphan"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_waits_for_a_mask_still_being_written() {
+    let mut d = Drive::new(false);
+    let t0 = Instant::now();
+    d.put("dog.png", file(10));
+    d.put("dog.txt", file(3));
+    d.run_until(t0 + 60 * MS).await;
+    d.put("dog.MASK.webp", file(1));
+    d.run_until(t0 + 120 * MS).await;
+    assert!(
+        d.take(10).is_empty(),
+        "the image and its sidecar settled, but the mask has not"
+    );
+    d.run_until(t0 + 160 * MS).await;
+    let ready = d.take(10);
+    assert_eq!(mask_of(&ready[0]), Some(Path::new("dog.MASK.webp")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_without_a_mask_does_not_wait_for_one() {
+    let mut d = Drive::new(false);
+    let t0 = Instant::now();
+    d.put("owl.png", file(10));
+    d.put("owl.yaml", file(3));
+    d.run_until(t0 + 100 * MS).await;
+    let ready = d.take(10);
+    assert_eq!(ready.len(), 1, "ready at settle, as before masks existed");
+    assert_eq!(mask_of(&ready[0]), None);
+}
+
+/// A mask whose image never comes ends like a lone sidecar, at `orphan_after`; a mask of
+/// another image (`cat.mask.png` beside `dog.png`) is not taken by it.
+#[tokio::test(start_paused = true)]
+async fn a_lone_mask_is_an_orphan_at_orphan_after() {
+    let mut d = Drive::new(false);
+    let t0 = Instant::now();
+    d.put("cat.mask.jpg", file(5));
+    d.put("dog.png", file(10));
+    d.run_until(t0 + 400 * MS).await;
+    let ready = d.take(10);
+    assert_eq!(ready.len(), 1);
+    assert_eq!(mask_of(&ready[0]), None, "not dog's mask");
+    d.run_until(t0 + 999 * MS).await;
+    assert!(d.take(10).is_empty());
+    d.run_until(t0 + 1000 * MS).await;
+    match &d.take(10)[..] {
+        [Decision::Stray { path, reason, .. }] => {
+            assert_eq!(
+                (path.as_path(), *reason),
+                (Path::new("cat.mask.jpg"), Reason::OrphanSidecar)
+            );
+        }
+        other => panic!("expected the orphan mask, got {other:?}"),
+    }
+}
+
+/// Under `--once` nothing waits for a file that is not there, and a lone mask is left alone.
+#[tokio::test(start_paused = true)]
+async fn once_leaves_a_lone_mask_alone() {
+    let mut d = Drive::new(true);
+    let t0 = Instant::now();
+    d.put("cat.mask.png", file(5));
+    d.run_until(t0 + 10_000 * MS).await;
+    assert!(d.take(10).is_empty());
+    assert_eq!(d.intake.pending(), 0);
+}
