@@ -1,5 +1,5 @@
 //! The command line: `remixd [run] [-c FILE] [--dry-run] [--once]`, `remixd check`,
-//! `remixd requeue`, and the mapping of every outcome to an exit status.
+//! `remixd requeue`, `remixd status`, and the mapping of every outcome to an exit status.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +38,21 @@ pub enum Command {
     Check(ConfigArg),
     /// Put quarantined jobs back into the inbox.
     Requeue(RequeueArgs),
+    /// Show who serves this inbox, whether the API is paused, the counts and the day's spend.
+    /// Reads the shared state only. Exit 0: a live process, API working; 3: paused; 4: no live
+    /// process; 2: bad config.
+    Status(StatusArgs),
+}
+
+/// Options of `status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Where the config is.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the config is.
@@ -82,7 +97,7 @@ pub struct RequeueArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             if !matches!(e, DaemonError::CheckFailed(_)) {
                 eprintln!("remixd: {e}");
@@ -92,13 +107,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn dispatch(cli: Cli) -> Result<(), DaemonError> {
-    match cli.command {
+fn dispatch(cli: Cli) -> Result<u8, DaemonError> {
+    let done = match cli.command {
         None => run(&cli.run),
         Some(Command::Run(args)) => run(&args),
         Some(Command::Check(args)) => check::run(&config::resolve_path(args.config.as_deref())),
         Some(Command::Requeue(args)) => requeue_cmd(&args),
-    }
+        Some(Command::Status(args)) => return status_cmd(&args),
+    };
+    done.map(|()| crate::error::EXIT_OK)
+}
+
+fn status_cmd(args: &StatusArgs) -> Result<u8, DaemonError> {
+    // Like requeue, status needs no key: it reads files only.
+    let config = load(&args.config, Overrides { dry_run: true })?;
+    Ok(crate::status::run(&config, args.json))
 }
 
 fn load(arg: &ConfigArg, overrides: Overrides) -> Result<Config, DaemonError> {

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 // tokio's clock, so tests can pause and advance it; in production it is the monotonic clock.
 use tokio::time::Instant;
@@ -37,6 +37,8 @@ pub enum Signal {
 #[derive(Debug, Clone, Copy)]
 struct Paused {
     reason: PauseReason,
+    /// When this pause began (kept while probes fail), for `remixd status`.
+    since: SystemTime,
     probe_at: Instant,
     backoff: Duration,
     probing: bool,
@@ -64,6 +66,17 @@ struct State {
 struct Usage {
     day: String,
     images: u64,
+}
+
+/// A pause, as `remixd status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PauseInfo {
+    /// Why.
+    pub reason: PauseReason,
+    /// When it began.
+    pub since: SystemTime,
+    /// When the next probe may go (00:00 UTC for the budget).
+    pub next_probe_at: SystemTime,
 }
 
 /// Leave to send one request; dropping it frees its slots.
@@ -323,6 +336,24 @@ impl Gate {
         self.lock().paused.map(|p| p.reason)
     }
 
+    /// The pause in force, with when it began and when the next probe may go.
+    #[must_use]
+    pub fn pause_info(&self) -> Option<PauseInfo> {
+        let p = self.lock().paused?;
+        let wait = p.probe_at.saturating_duration_since(Instant::now());
+        Some(PauseInfo {
+            reason: p.reason,
+            since: p.since,
+            next_probe_at: SystemTime::now() + wait,
+        })
+    }
+
+    /// Resolves at the next answer reported or limits applied (a pause may have begun or
+    /// ended); only waiters already polled are woken.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
     /// Images received this UTC day.
     #[must_use]
     pub fn images_today(&self) -> u64 {
@@ -362,6 +393,7 @@ impl State {
         let first = self.paused.is_none();
         self.paused = Some(Paused {
             reason,
+            since: self.paused.map_or_else(SystemTime::now, |p| p.since),
             probe_at: now + backoff,
             backoff,
             probing: false,
@@ -422,6 +454,7 @@ impl State {
         let wait = crate::clock::until_next_utc_day();
         self.paused = Some(Paused {
             reason: PauseReason::Budget,
+            since: SystemTime::now(),
             probe_at: now + wait,
             backoff: wait,
             probing: false,

@@ -237,11 +237,7 @@ impl Writer {
         let present: Vec<_> = (1..=list.pages())
             .flat_map(|p| list.page(p))
             .filter_map(|k| self.model.row(k))
-            .filter(|row| {
-                root.join(&row.dir)
-                    .join(crate::job::ERROR_FILE)
-                    .is_file()
-            })
+            .filter(|row| root.join(&row.dir).join(crate::job::ERROR_FILE).is_file())
             .collect();
         let shown = root.display().to_string();
         let rows: Vec<String> = present

@@ -20,11 +20,12 @@ use super::watch::{self, Entry, Mode, RescanReason, Scope, WatchMsg};
 use crate::config::Config;
 use crate::config::reload::Reloader;
 use crate::events;
-use crate::job::{Input, SourceRef};
 use crate::job::lease::Owner;
+use crate::job::{Input, SourceRef};
 use crate::pipeline::claim::ClaimRequest;
 use crate::pipeline::{self, Ctx};
 use crate::shutdown::JobTracker;
+use crate::status::publish::{Loop, Publisher};
 use crate::systemd;
 
 /// How long a new folder keeps being rescanned: files may land in it before notify has
@@ -55,6 +56,8 @@ pub struct IntakeParts {
     pub reloader: Reloader,
     /// This process's part of the work area.
     pub owner: Owner,
+    /// Writes the state file, the metrics file and the progress bar.
+    pub publisher: Publisher,
 }
 
 /// The loop's state: the inbox bookkeeping and the timers.
@@ -67,6 +70,7 @@ pub struct IntakeLoop {
     reloads: Option<mpsc::UnboundedReceiver<()>>,
     reloader: Reloader,
     owner: Owner,
+    publisher: Publisher,
     intake: Intake,
     slots: Arc<Semaphore>,
     fresh: FreshFolders,
@@ -94,6 +98,7 @@ impl IntakeLoop {
             reloads: parts.reloads,
             reloader: parts.reloader,
             owner: parts.owner,
+            publisher: parts.publisher,
         }
     }
 
@@ -110,6 +115,7 @@ impl IntakeLoop {
         let pending = self.intake.pending() + jobs.len();
         info!(event = events::DAEMON_READY, pending, "ready");
         systemd::ready(&self.status_line());
+        self.publisher.tick(&self.ctx, self.progress(jobs));
         loop {
             let wake_at = self.next_wake();
             tokio::select! {
@@ -118,11 +124,12 @@ impl IntakeLoop {
                 () = flagged(self.watcher.as_ref()) => self.watcher_flags(),
                 () = sleep_until_some(wake_at) => {}
                 () = jobs.ended() => {}
+                () = self.ctx.gate.changed() => {}
                 _ = self.timers.rescan.tick(), if self.mode != Mode::Once => {
                     self.full_scan(RescanReason::Interval);
                 }
                 _ = self.timers.poll.tick(), if self.mode == Mode::Poll => self.poll(),
-                _ = self.timers.stats.tick() => self.stats(),
+                _ = self.timers.stats.tick() => self.stats(jobs),
                 _ = self.timers.watchdog.tick(), if self.timers.watchdog_on => systemd::watchdog(),
                 _ = self.timers.lease.tick() => self.take_over(jobs),
                 Some(()) = recv_reload(&mut self.reloads) => self.reload(),
@@ -135,6 +142,7 @@ impl IntakeLoop {
             if let Some(gallery) = &self.ctx.gallery {
                 gallery.set_waiting(self.intake.pending());
             }
+            self.publisher.changed(&self.ctx, self.progress(jobs));
             if self.mode == Mode::Once && self.intake.pending() == 0 && jobs.is_empty() {
                 break;
             }
@@ -145,10 +153,15 @@ impl IntakeLoop {
     fn next_wake(&self) -> Option<Instant> {
         let disk = (self.ctx.disk_blocked() && self.intake.has_ready())
             .then(|| Instant::now() + DISK_RETRY);
-        [self.intake.next_deadline(), self.fresh.next(), disk]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.intake.next_deadline(),
+            self.fresh.next(),
+            disk,
+            self.publisher.due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Handles one event and whatever else is already queued (a drop of many files arrives
@@ -303,7 +316,21 @@ impl IntakeLoop {
         systemd::status(&self.status_line());
     }
 
-    fn stats(&self) {
+    /// A clean stop: the state file goes, the metrics say the process is down.
+    pub fn stopped(&mut self, jobs: &JobTracker) {
+        self.publisher.stopped(&self.ctx, self.progress(jobs));
+    }
+
+    /// Where the loop stands, for the publisher.
+    fn progress(&self, jobs: &JobTracker) -> Loop {
+        Loop {
+            pending: self.intake.pending(),
+            jobs: jobs.len(),
+        }
+    }
+
+    fn stats(&mut self, jobs: &JobTracker) {
+        self.publisher.tick(&self.ctx, self.progress(jobs));
         let s = &self.ctx.stats;
         info!(
             event = events::DAEMON_STATS,

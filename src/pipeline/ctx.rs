@@ -91,6 +91,8 @@ pub struct Ctx {
     disk_blocked: AtomicBool,
     /// The pages that show finished jobs.
     pub gallery: Option<crate::gallery::Gallery>,
+    /// The Prometheus counters and histograms.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Ctx {
@@ -105,6 +107,7 @@ impl Ctx {
             jobs,
             disk_blocked: AtomicBool::new(false),
             gallery: None,
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 

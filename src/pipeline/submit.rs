@@ -42,11 +42,17 @@ pub(super) async fn run(
             .submit(&path, &job.rec.source.file, image.format, &request)
             .await?;
         let api_ms = started.elapsed().as_millis() as u64;
+        ctx.metrics
+            .request(http_status(&outcome), started.elapsed());
         job.rec.timings.api_ms += api_ms;
         let ticket = permit.ticket();
         drop(permit);
         log_answer(&outcome, api_ms);
-        ctx.gate.report(signal(&outcome), ticket);
+        let signal = signal(&outcome);
+        if let Signal::Images(n) = signal {
+            ctx.metrics.images(u64::from(n));
+        }
+        ctx.gate.report(signal, ticket);
         let health = Health {
             paused: ctx.gate.paused().is_some(),
             worked_since_first_failure: ctx
@@ -63,6 +69,7 @@ pub(super) async fn run(
                 error,
             } => {
                 let delay = wait.delay(&job.config.retry);
+                ctx.metrics.retry();
                 info!(event = events::JOB_RETRY, attempt = job.rec.attempts,
                     delay_ms = delay.as_millis() as u64, error = %error, http_status,
                     "the request will be sent again");
@@ -102,6 +109,19 @@ fn log_answer(outcome: &Outcome, api_ms: u64) {
 
 fn images_in(answer: &Answer) -> usize {
     answer.items.iter().filter(|i| i.url.is_some()).count()
+}
+
+/// The HTTP status an outcome came with (`None`: no answer arrived).
+fn http_status(outcome: &Outcome) -> Option<u16> {
+    match outcome {
+        Outcome::Answer(answer) => Some(answer.http_status),
+        Outcome::Rejected { http_status, .. }
+        | Outcome::Unsafe { http_status, .. }
+        | Outcome::BadResponse { http_status, .. }
+        | Outcome::Pause { http_status, .. } => Some(*http_status),
+        Outcome::RateLimited { .. } => Some(429),
+        Outcome::Transient { http_status, .. } => *http_status,
+    }
 }
 
 /// What an outcome tells the gate about the API.
