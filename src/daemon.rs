@@ -98,7 +98,7 @@ pub async fn run(
     });
     intake.run(&jobs, shutdown.token()).await;
     drain(&ctx, &jobs, &shutdown, intake.owner()).await;
-    intake.stopped(&jobs);
+    intake.stopped();
     gallery_stop.cancel();
     let _ = gallery_task.await;
     if journal::list(&ctx.jobs).is_ok_and(|left| left.is_empty()) {

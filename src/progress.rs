@@ -6,9 +6,10 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::api::PauseReason;
@@ -20,6 +21,7 @@ static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
 #[derive(Debug)]
 pub struct Progress {
     bar: ProgressBar,
+    ticking: AtomicBool,
 }
 
 /// Where a run stands.
@@ -42,35 +44,49 @@ impl Progress {
         if !std::io::stderr().is_terminal() {
             return None;
         }
-        let style = ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} done, {msg}{per_sec:.dim}, ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        let style =
+            ProgressStyle::with_template("{bar:30} {pos}/{len} done, {msg}{rate}, ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .with_key(
+                    "rate",
+                    |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.1}/s", state.per_sec());
+                    },
+                )
+                .progress_chars("=> ");
         let bar =
             ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr()).with_style(style);
-        // A steady tick keeps the rate and ETA moving while no job ends (a pause).
-        bar.enable_steady_tick(Duration::from_millis(500));
         *ACTIVE
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar.clone());
-        Some(Self { bar })
+        Some(Self {
+            bar,
+            ticking: AtomicBool::new(false),
+        })
     }
 
-    /// Shows `now`.
+    /// Shows `now`. The total never shrinks: a job between the inbox and its start, or
+    /// just ended, is briefly counted nowhere.
     pub fn update(&self, now: Done) {
-        self.bar.set_length(now.total);
-        self.bar.set_position(now.done);
+        let total = now.total.max(self.bar.length().unwrap_or(0));
         let pause = now
             .paused
             .map_or_else(String::new, |r| format!("PAUSED ({}), ", r.name()));
         self.bar
             .set_message(format!("{} quarantined, {pause}", now.quarantined));
+        self.bar.set_length(total);
+        self.bar.set_position(now.done);
+        // Ticking only from the first real numbers on, so no empty bar is ever drawn; the
+        // tick keeps the rate and ETA moving while no job ends (a pause).
+        if !self.ticking.swap(true, Ordering::Relaxed) {
+            self.bar.enable_steady_tick(Duration::from_millis(500));
+        }
     }
 
-    /// Leaves the final state on screen.
+    /// Leaves the final state on screen (jobs left unfinished by a stop stay counted as
+    /// not done).
     pub fn finish(&self) {
-        self.bar.finish();
+        self.bar.abandon();
         *ACTIVE
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;

@@ -115,7 +115,7 @@ impl IntakeLoop {
         let pending = self.intake.pending() + jobs.len();
         info!(event = events::DAEMON_READY, pending, "ready");
         systemd::ready(&self.status_line());
-        self.publisher.tick(&self.ctx, self.progress(jobs));
+        self.publisher.tick(&self.ctx, self.progress());
         loop {
             let wake_at = self.next_wake();
             tokio::select! {
@@ -129,7 +129,7 @@ impl IntakeLoop {
                     self.full_scan(RescanReason::Interval);
                 }
                 _ = self.timers.poll.tick(), if self.mode == Mode::Poll => self.poll(),
-                _ = self.timers.stats.tick() => self.stats(jobs),
+                _ = self.timers.stats.tick() => self.stats(),
                 _ = self.timers.watchdog.tick(), if self.timers.watchdog_on => systemd::watchdog(),
                 _ = self.timers.lease.tick() => self.take_over(jobs),
                 Some(()) = recv_reload(&mut self.reloads) => self.reload(),
@@ -142,7 +142,7 @@ impl IntakeLoop {
             if let Some(gallery) = &self.ctx.gallery {
                 gallery.set_waiting(self.intake.pending());
             }
-            self.publisher.changed(&self.ctx, self.progress(jobs));
+            self.publisher.changed(&self.ctx, self.progress());
             if self.mode == Mode::Once && self.intake.pending() == 0 && jobs.is_empty() {
                 break;
             }
@@ -317,20 +317,19 @@ impl IntakeLoop {
     }
 
     /// A clean stop: the state file goes, the metrics say the process is down.
-    pub fn stopped(&mut self, jobs: &JobTracker) {
-        self.publisher.stopped(&self.ctx, self.progress(jobs));
+    pub fn stopped(&mut self) {
+        self.publisher.stopped(&self.ctx, self.progress());
     }
 
     /// Where the loop stands, for the publisher.
-    fn progress(&self, jobs: &JobTracker) -> Loop {
+    fn progress(&self) -> Loop {
         Loop {
             pending: self.intake.pending(),
-            jobs: jobs.len(),
         }
     }
 
-    fn stats(&mut self, jobs: &JobTracker) {
-        self.publisher.tick(&self.ctx, self.progress(jobs));
+    fn stats(&mut self) {
+        self.publisher.tick(&self.ctx, self.progress());
         let s = &self.ctx.stats;
         info!(
             event = events::DAEMON_STATS,

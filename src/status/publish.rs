@@ -26,8 +26,6 @@ const DEBOUNCE: Duration = Duration::from_secs(1);
 pub struct Loop {
     /// Files waiting in the inbox.
     pub pending: usize,
-    /// Jobs handed out and not ended (claiming ones included).
-    pub jobs: usize,
 }
 
 /// The counts whose change is worth a new state file.
@@ -108,7 +106,7 @@ impl Publisher {
             bar.update(Done {
                 done,
                 quarantined: key.quarantined,
-                total: done + (now_loop.jobs + now_loop.pending) as u64,
+                total: done + key.in_flight + now_loop.pending as u64,
                 paused: ctx.gate.paused(),
             });
         }
