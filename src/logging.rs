@@ -73,16 +73,14 @@ pub fn init(format: LogFormat, level: &str) -> Result<ReloadHandle, LoggingError
     let terminal = io::stdout().is_terminal();
     let registry = Registry::default().with(filter);
     // On a terminal, lines step around `--once`'s progress bar when stderr shares it.
+    let human = tracing_subscriber::fmt::layer()
+        .compact()
+        .with_ansi(terminal);
     let installed = match (wants_json(format, terminal), terminal) {
         (true, false) => registry.with(JsonLayer::new(locked_stdout)).try_init(),
         (true, true) => registry.with(JsonLayer::new(TerminalLines)).try_init(),
-        (false, _) => {
-            let human = tracing_subscriber::fmt::layer()
-                .compact()
-                .with_ansi(terminal)
-                .with_writer(TerminalLines);
-            registry.with(human).try_init()
-        }
+        (false, false) => registry.with(human.with_writer(io::stdout)).try_init(),
+        (false, true) => registry.with(human.with_writer(TerminalLines)).try_init(),
     };
     installed.map_err(|e| LoggingError::Install(e.to_string()))?;
     Ok(ReloadHandle { inner })
