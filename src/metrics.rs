@@ -83,7 +83,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Every metric registered at zero, so a dashboard sees each one from the first write.
+    /// Every metric registered at zero. The unlabelled ones and `remixd_api_paused` show from
+    /// the first write; a labelled counter shows its series from their first event.
     #[must_use]
     pub fn new() -> Self {
         let seconds = |start, n| Histogram::new(exponential_buckets(start, 2.0, n));
