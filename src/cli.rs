@@ -1,7 +1,7 @@
 //! The command line: `remixd [run] [-c FILE] [--dry-run] [--once]`, `remixd check`,
-//! `remixd requeue`, and the mapping of every outcome to an exit status. The hidden
-//! `remixd generate` writes the shell completions and the man page from this same definition,
-//! for the package.
+//! `remixd requeue`, `remixd status`, and the mapping of every outcome to an exit status.
+//! The hidden `remixd generate` writes the shell completions and the man page from this same
+//! definition, for the package.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,9 +41,24 @@ pub enum Command {
     Check(ConfigArg),
     /// Put quarantined jobs back into the inbox.
     Requeue(RequeueArgs),
+    /// Show who serves this inbox, whether the API is paused, the counts and the day's spend.
+    /// Reads the shared state only. Exit 0: a live process, API working; 3: paused; 4: no live
+    /// process; 2: bad config.
+    Status(StatusArgs),
     /// Write a shell completion script or the man page to stdout (for packaging).
     #[command(hide = true, subcommand)]
     Generate(Generate),
+}
+
+/// Options of `status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Where the config is.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What `remixd generate` writes.
@@ -100,7 +115,7 @@ pub struct RequeueArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             if !matches!(e, DaemonError::CheckFailed(_)) {
                 eprintln!("remixd: {}", crate::error::chain(&e));
@@ -110,8 +125,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn dispatch(cli: Cli) -> Result<(), DaemonError> {
-    match cli.command {
+fn dispatch(cli: Cli) -> Result<u8, DaemonError> {
+    let done = match cli.command {
         None => run(&cli.run),
         Some(Command::Run(args)) => run(&args),
         Some(Command::Check(args)) => check::run(&config::resolve_path(args.config.as_deref())),
@@ -119,7 +134,15 @@ fn dispatch(cli: Cli) -> Result<(), DaemonError> {
         Some(Command::Generate(what)) => {
             generate(&what, &mut std::io::stdout().lock()).map_err(DaemonError::Stdout)
         }
-    }
+        Some(Command::Status(args)) => return status_cmd(&args),
+    };
+    done.map(|()| crate::error::EXIT_OK)
+}
+
+fn status_cmd(args: &StatusArgs) -> Result<u8, DaemonError> {
+    // Like requeue, status needs no key: it reads files only.
+    let config = load(&args.config, Overrides { dry_run: true })?;
+    Ok(crate::status::run(&config, args.json))
 }
 
 fn generate(what: &Generate, out: &mut dyn Write) -> std::io::Result<()> {

@@ -20,7 +20,9 @@ use crate::inbox::watch::{self, Chosen, Mode, Scope};
 use crate::job::journal;
 use crate::job::lease::Owner;
 use crate::pipeline::Ctx;
+use crate::progress::Progress;
 use crate::shutdown::{JobTracker, Shutdown};
+use crate::status::publish::Publisher;
 use crate::systemd;
 
 /// How this run behaves.
@@ -100,11 +102,13 @@ pub async fn run(
             overrides: options.overrides,
             logging: options.logging.take(),
         },
+        publisher: Publisher::new(&owner, options.once.then(Progress::start).flatten()),
         owner,
     });
     intake.run(&jobs, shutdown.token()).await;
     drain(&ctx, &jobs, &shutdown, intake.owner()).await;
     ctx.gate.flush_usage();
+    intake.stopped();
     gallery_stop.cancel();
     let _ = gallery_task.await;
     if journal::list(&ctx.jobs).is_ok_and(|left| left.is_empty()) {

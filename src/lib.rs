@@ -18,6 +18,8 @@
 //!   [`text`] (cutting and escaping names), [`secrets`] (the key scrubbed from all output),
 //!   [`events`] (log event names), [`logging`], [`systemd`], [`error`] (fatal errors)
 //! - for the people who drop files: [`gallery`] (the outbox's and quarantine's `index.html`)
+//! - for the operators: [`status`] (`remixd status`, and the state each process publishes
+//!   for it), [`metrics`] (the Prometheus textfile), [`progress`] (`--once`'s bar)
 //! - the other subcommands: [`check`], [`requeue`]
 
 pub mod api;
@@ -34,11 +36,14 @@ pub mod image_info;
 pub mod inbox;
 pub mod job;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod requeue;
 pub mod secrets;
 pub mod shutdown;
 pub mod sidecar;
+pub mod status;
 pub mod systemd;
 pub mod text;
 

@@ -19,6 +19,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry, reload};
 
 use crate::config::LogFormat;
+use crate::progress::TerminalLines;
 
 /// Why logging could not be set up or its level changed.
 #[derive(Debug, thiserror::Error)]
@@ -71,14 +72,15 @@ pub fn init(format: LogFormat, level: &str) -> Result<ReloadHandle, LoggingError
     let (filter, inner) = reload::Layer::new(parse_level(level)?);
     let terminal = io::stdout().is_terminal();
     let registry = Registry::default().with(filter);
-    let installed = if wants_json(format, terminal) {
-        registry.with(JsonLayer::new(locked_stdout)).try_init()
-    } else {
-        let human = tracing_subscriber::fmt::layer()
-            .compact()
-            .with_ansi(terminal)
-            .with_writer(io::stdout);
-        registry.with(human).try_init()
+    // On a terminal, lines step around `--once`'s progress bar when stderr shares it.
+    let human = tracing_subscriber::fmt::layer()
+        .compact()
+        .with_ansi(terminal);
+    let installed = match (wants_json(format, terminal), terminal) {
+        (true, false) => registry.with(JsonLayer::new(locked_stdout)).try_init(),
+        (true, true) => registry.with(JsonLayer::new(TerminalLines)).try_init(),
+        (false, false) => registry.with(human.with_writer(io::stdout)).try_init(),
+        (false, true) => registry.with(human.with_writer(TerminalLines)).try_init(),
     };
     installed.map_err(|e| LoggingError::Install(e.to_string()))?;
     Ok(ReloadHandle { inner })

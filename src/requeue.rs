@@ -430,6 +430,7 @@ mod tests {
                 level: "info".to_owned(),
                 stats_interval: secs(60),
             },
+            metrics_textfile: None,
             shutdown_grace: secs(30),
             umask: 0o007,
             lease: secs(60),

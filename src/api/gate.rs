@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 // tokio's clock, so tests can pause and advance it; in production it is the monotonic clock.
 use tokio::time::Instant;
@@ -44,6 +44,8 @@ pub enum Signal {
 #[derive(Debug, Clone, Copy)]
 struct Paused {
     reason: PauseReason,
+    /// When this pause began (kept while probes fail), for `remixd status`.
+    since: SystemTime,
     probe_at: Instant,
     backoff: Duration,
     probing: bool,
@@ -103,6 +105,17 @@ struct State {
     ledger: Ledger,
     /// The day whose spent budget was logged, so a re-check does not log it again.
     budget_logged: Option<String>,
+}
+
+/// A pause, as `remixd status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PauseInfo {
+    /// Why.
+    pub reason: PauseReason,
+    /// When it began.
+    pub since: SystemTime,
+    /// When the next probe may go (00:00 UTC for the budget).
+    pub next_probe_at: SystemTime,
 }
 
 /// Leave to send one request; dropping it frees its slots.
@@ -477,6 +490,24 @@ impl Gate {
         self.lock().paused.map(|p| p.reason)
     }
 
+    /// The pause in force, with when it began and when the next probe may go.
+    #[must_use]
+    pub fn pause_info(&self) -> Option<PauseInfo> {
+        let p = self.lock().paused?;
+        let wait = p.probe_at.saturating_duration_since(Instant::now());
+        Some(PauseInfo {
+            reason: p.reason,
+            since: p.since,
+            next_probe_at: SystemTime::now() + wait,
+        })
+    }
+
+    /// Resolves at the next answer reported or limits applied (a pause may have begun or
+    /// ended); only waiters already polled are woken.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
     /// This UTC day's usage over the whole deployment: images and USD that may have been
     /// billed (requests in flight included) and images received.
     #[must_use]
@@ -525,6 +556,7 @@ impl State {
         let first = self.paused.is_none_or(|p| p.reason != reason);
         self.paused = Some(Paused {
             reason,
+            since: self.paused.map_or_else(SystemTime::now, |p| p.since),
             probe_at: now + backoff,
             backoff,
             probing: false,
@@ -568,6 +600,7 @@ impl State {
         if self.paused.is_none() {
             self.paused = Some(Paused {
                 reason: PauseReason::Budget,
+                since: SystemTime::now(),
                 probe_at: now + wait,
                 backoff: wait,
                 probing: false,

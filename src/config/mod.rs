@@ -243,6 +243,8 @@ pub struct Config {
     pub gallery_delay: Duration,
     /// Logging.
     pub logging: LoggingConfig,
+    /// `metrics.textfile`: where the Prometheus metrics are written (absolute), if anywhere.
+    pub metrics_textfile: Option<PathBuf>,
     /// Time given to in-flight jobs on stop.
     pub shutdown_grace: Duration,
     /// Mode bits cleared on what remixd creates.
@@ -397,6 +399,9 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     diff_fields!(changed, old, new, "output.", gallery, gallery_delay);
     #[rustfmt::skip]
     diff_fields!(changed, old.logging, new.logging, "logging.", format, level, stats_interval);
+    if old.metrics_textfile != new.metrics_textfile {
+        changed.push("metrics.textfile".to_owned());
+    }
     diff_fields!(changed, old, new, "", shutdown_grace, umask, lease);
     changed
 }

@@ -27,6 +27,7 @@ pub(super) struct RawConfig {
     pub(super) pricing: Option<RawPricing>,
     pub(super) output: Option<RawOutput>,
     pub(super) logging: Option<RawLogging>,
+    pub(super) metrics: Option<RawMetrics>,
     #[serde(deserialize_with = "duration")]
     pub(super) shutdown_grace: Option<Duration>,
     #[serde(deserialize_with = "umask")]
@@ -123,6 +124,12 @@ pub(super) struct RawOutput {
     pub(super) gallery: Option<bool>,
     #[serde(deserialize_with = "duration")]
     pub(super) gallery_delay: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

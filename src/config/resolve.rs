@@ -90,6 +90,17 @@ pub(super) fn resolve(
         resolve_logging(&raw.logging.unwrap_or_default()),
     );
     let lease = keep(&mut problems, positive("lease", raw.lease, secs(60)));
+    let metrics_textfile = match raw.metrics.and_then(|m| m.textfile) {
+        Some(p) if p.as_os_str().is_empty() => {
+            problems.push(problem(
+                "metrics.textfile",
+                "is empty (write a file path, e.g. /var/lib/prometheus/node-exporter/remixd.prom, or null)",
+            ));
+            None
+        }
+        Some(p) => Some(Some(normalize(&base.join(p)))),
+        None => Some(None),
+    };
     let (
         Some(folders),
         Some(()),
@@ -101,8 +112,19 @@ pub(super) fn resolve(
         Some(pricing),
         Some(logging),
         Some(lease),
+        Some(metrics_textfile),
     ) = (
-        folders, layout_ok, api, defaults, watch, limits, retry, pricing, logging, lease,
+        folders,
+        layout_ok,
+        api,
+        defaults,
+        watch,
+        limits,
+        retry,
+        pricing,
+        logging,
+        lease,
+        metrics_textfile,
     )
     else {
         return Err(problems);
@@ -123,6 +145,7 @@ pub(super) fn resolve(
         gallery: output.gallery.unwrap_or(true),
         gallery_delay: output.gallery_delay.unwrap_or(secs(5)),
         logging,
+        metrics_textfile,
         shutdown_grace: raw.shutdown_grace.unwrap_or(secs(30)),
         umask: raw.umask.unwrap_or(0o007),
         lease,

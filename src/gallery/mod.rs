@@ -20,12 +20,15 @@ use tokio::sync::Notify;
 use crate::config::Config;
 use crate::job::SourceRef;
 
+mod history;
 mod now;
 mod render;
 mod row;
 mod store;
 mod task;
 
+pub use history::{Ended, History, history};
+pub(crate) use now::{jobs_folders, stage_counts};
 pub use task::Live;
 
 /// The folder of the owners' logs under the work area.

@@ -2,8 +2,9 @@
 //! their journals in the work area), the files waiting in the inbox, and a pause in plain
 //! words, so the person who just dropped a file sees it was taken.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Deserialize;
@@ -50,38 +51,54 @@ impl Now {
 
 /// The jobs in flight in every process using `work_dir`, oldest first.
 pub(crate) fn in_flight(work_dir: &Path) -> Vec<Flight> {
-    let mut found = Vec::new();
+    let mut found: Vec<Flight> = jobs_folders(work_dir)
+        .iter()
+        .flat_map(|jobs| journals(jobs))
+        .map(|j| Flight {
+            file: j.source.rel_path().to_string_lossy().into_owned(),
+            stage: stage_words(&j.stage, j.attempt),
+            since: j.timings.and_then(|t| t.claimed_at.or(t.detected_at)),
+        })
+        .collect();
+    found.sort_by_key(|f| f.since);
+    found
+}
+
+/// How many jobs are at each stage (`claimed`, `submitting`, ...) in the `jobs` folders
+/// given: one process's, or every process's ([`jobs_folders`]), for `remixd status`.
+pub(crate) fn stage_counts(folders: &[PathBuf]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for j in folders.iter().flat_map(|jobs| journals(jobs)) {
+        *counts.entry(j.stage).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Every `jobs` folder of the work area: each owner's, and the single-process layout's.
+pub(crate) fn jobs_folders(work_dir: &Path) -> Vec<PathBuf> {
     let owners = std::fs::read_dir(work_dir.join(crate::job::lease::OWNERS_DIR))
         .map(|d| {
             d.filter_map(Result::ok)
-                .map(|e| e.path())
+                .map(|e| e.path().join(crate::job::journal::JOBS_DIR))
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
-    for jobs in owners
-        .iter()
-        .map(|o| o.join(crate::job::journal::JOBS_DIR))
+    owners
+        .into_iter()
         .chain([work_dir.join(crate::job::journal::JOBS_DIR)])
-    {
-        let Ok(entries) = std::fs::read_dir(jobs) else {
-            continue;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let Ok(bytes) = std::fs::read(entry.path().join("job.json")) else {
-                continue;
-            };
-            if let Ok(j) = crate::job::journal::last_record::<Journal>(&bytes) {
-                let since = j.timings.and_then(|t| t.claimed_at.or(t.detected_at));
-                found.push(Flight {
-                    file: j.source.rel_path().to_string_lossy().into_owned(),
-                    stage: stage_words(&j.stage, j.attempt),
-                    since,
-                });
-            }
-        }
-    }
-    found.sort_by_key(|f| f.since);
-    found
+        .collect()
+}
+
+/// The readable journals in one `jobs` folder.
+fn journals(jobs: &Path) -> Vec<Journal> {
+    let Ok(entries) = std::fs::read_dir(jobs) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read(entry.path().join("job.json")).ok())
+        .filter_map(|bytes| crate::job::journal::last_record::<Journal>(&bytes).ok())
+        .collect()
 }
 
 fn stage_words(stage: &str, attempt: Option<u32>) -> String {

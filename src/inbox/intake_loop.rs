@@ -26,6 +26,7 @@ use crate::job::{Input, SourceRef};
 use crate::pipeline::claim::ClaimRequest;
 use crate::pipeline::{self, Ctx};
 use crate::shutdown::JobTracker;
+use crate::status::publish::{Loop, Publisher};
 use crate::systemd;
 
 /// How long a new folder keeps being rescanned: files may land in it before notify has
@@ -56,6 +57,8 @@ pub struct IntakeParts {
     pub reloader: Reloader,
     /// This process's part of the work area.
     pub owner: Owner,
+    /// Writes the state file, the metrics file and the progress bar.
+    pub publisher: Publisher,
 }
 
 /// The loop's state: the inbox bookkeeping and the timers.
@@ -68,6 +71,7 @@ pub struct IntakeLoop {
     reloads: Option<mpsc::UnboundedReceiver<()>>,
     reloader: Reloader,
     owner: Owner,
+    publisher: Publisher,
     intake: Intake,
     slots: Arc<Semaphore>,
     fresh: FreshFolders,
@@ -95,6 +99,7 @@ impl IntakeLoop {
             reloads: parts.reloads,
             reloader: parts.reloader,
             owner: parts.owner,
+            publisher: parts.publisher,
         }
     }
 
@@ -111,6 +116,7 @@ impl IntakeLoop {
         let pending = self.intake.pending() + jobs.len();
         info!(event = events::DAEMON_READY, pending, "ready");
         systemd::ready(&self.status_line());
+        self.publisher.tick(&self.ctx, self.progress());
         loop {
             let wake_at = self.next_wake();
             tokio::select! {
@@ -119,6 +125,7 @@ impl IntakeLoop {
                 () = flagged(self.watcher.as_ref()) => self.watcher_flags(),
                 () = sleep_until_some(wake_at) => {}
                 () = jobs.ended() => {}
+                () = self.ctx.gate.changed() => {}
                 _ = self.timers.rescan.tick(), if self.mode != Mode::Once => {
                     self.full_scan(RescanReason::Interval);
                 }
@@ -136,6 +143,7 @@ impl IntakeLoop {
             if let Some(gallery) = &self.ctx.gallery {
                 gallery.set_waiting(self.intake.pending());
             }
+            self.publisher.changed(&self.ctx, self.progress());
             if self.mode == Mode::Once && self.intake.pending() == 0 && jobs.is_empty() {
                 break;
             }
@@ -146,10 +154,15 @@ impl IntakeLoop {
     fn next_wake(&self) -> Option<Instant> {
         let disk = (self.ctx.disk_blocked() && self.intake.has_ready())
             .then(|| Instant::now() + DISK_RETRY);
-        [self.intake.next_deadline(), self.fresh.next(), disk]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.intake.next_deadline(),
+            self.fresh.next(),
+            disk,
+            self.publisher.due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Handles one event and whatever else is already queued (a drop of many files arrives
@@ -307,7 +320,20 @@ impl IntakeLoop {
         systemd::status(&self.status_line());
     }
 
-    fn stats(&self) {
+    /// A clean stop: the state file goes, the metrics say the process is down.
+    pub fn stopped(&mut self) {
+        self.publisher.stopped(&self.ctx, self.progress());
+    }
+
+    /// Where the loop stands, for the publisher.
+    fn progress(&self) -> Loop {
+        Loop {
+            pending: self.intake.pending(),
+        }
+    }
+
+    fn stats(&mut self) {
+        self.publisher.tick(&self.ctx, self.progress());
         let s = &self.ctx.stats;
         let today = self.ctx.gate.today();
         info!(

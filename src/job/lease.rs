@@ -23,6 +23,9 @@ use crate::fsx::{self, Context, FsError};
 /// The folder of owners under the work area.
 pub const OWNERS_DIR: &str = "owners";
 const LEASE_FILE: &str = "lease";
+/// The owner's advisory state for `remixd status` ([`crate::status::state_file`]); it goes
+/// with the owner's folder.
+pub const STATE_FILE: &str = "state.json";
 
 /// What a lease file says about its process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +73,12 @@ impl Owner {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
+    }
+
+    /// What this owner's lease says about it.
+    #[must_use]
+    pub fn info(&self) -> &LeaseInfo {
+        &self.info
     }
 
     /// This owner's folder.
@@ -139,19 +148,7 @@ impl Owner {
     }
 
     fn presumed_dead(&self, peer: &Path, lease: Duration, now: SystemTime) -> bool {
-        let path = peer.join(LEASE_FILE);
-        let info: Option<LeaseInfo> = fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if let Some(info) = &info {
-            if info.host == self.info.host && !process_alive(info.pid) {
-                return true;
-            }
-        }
-        let renewed = fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .or_else(|_| fs::metadata(peer).and_then(|m| m.modified()));
-        renewed.is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age > lease))
+        Peer::read(peer).presumed_dead(&self.info.host, lease, now)
     }
 
     /// Moves every job folder in `jobs` into ours; the ones another process moved first are
@@ -186,6 +183,74 @@ impl Owner {
     }
 }
 
+/// One owner folder as anyone can read it: its lease and when it was last renewed.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The owner's folder.
+    pub root: PathBuf,
+    /// What its lease says, when it can be read.
+    pub info: Option<LeaseInfo>,
+    /// The lease's mtime (the folder's when there is no lease).
+    pub renewed: Option<SystemTime>,
+}
+
+impl Peer {
+    /// Reads the owner folder `root`.
+    #[must_use]
+    pub fn read(root: &Path) -> Self {
+        let path = root.join(LEASE_FILE);
+        let info = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let renewed = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .or_else(|_| fs::metadata(root).and_then(|m| m.modified()))
+            .ok();
+        Self {
+            root: root.to_path_buf(),
+            info,
+            renewed,
+        }
+    }
+
+    /// Every owner folder under `work_dir`.
+    #[must_use]
+    pub fn all(work_dir: &Path) -> Vec<Self> {
+        let Ok(entries) = fs::read_dir(work_dir.join(OWNERS_DIR)) else {
+            return Vec::new();
+        };
+        let mut peers: Vec<Self> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| Self::read(&e.path()))
+            .collect();
+        peers.sort_by(|a, b| a.root.cmp(&b.root));
+        peers
+    }
+
+    /// The owner's id (its folder's name).
+    #[must_use]
+    pub fn id(&self) -> String {
+        self.root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The lease rule, seen from `host` at `now`: dead when its process is gone from this
+    /// very host, or when its lease is older than `lease`.
+    #[must_use]
+    pub fn presumed_dead(&self, host: &str, lease: Duration, now: SystemTime) -> bool {
+        if let Some(info) = &self.info {
+            if info.host == host && !process_alive(info.pid) {
+                return true;
+            }
+        }
+        self.renewed
+            .is_some_and(|at| now.duration_since(at).is_ok_and(|age| age > lease))
+    }
+}
+
 /// Removes an owner folder that holds no job: its lease and empty `jobs/`. Its usage file
 /// keeps counting for its day, so a folder whose usage is of today keeps that file (and
 /// loses only its lease: it is no process any more).
@@ -193,6 +258,7 @@ fn remove_if_empty(owner: &Path) {
     let jobs = owner.join(JOBS_DIR);
     if fs::remove_dir(&jobs).is_ok() || !jobs.exists() {
         if crate::api::usage::counts_today(owner) {
+            let _ = fs::remove_file(owner.join(STATE_FILE));
             let _ = fs::remove_file(owner.join(LEASE_FILE));
             return;
         }
@@ -205,12 +271,15 @@ fn remove_if_empty(owner: &Path) {
                 }
             }
         }
+        let _ = fs::remove_file(owner.join(STATE_FILE));
         let _ = fs::remove_file(owner.join(LEASE_FILE));
         let _ = fs::remove_dir(owner);
     }
 }
 
-fn host_name() -> String {
+/// This host's name, as leases record it.
+#[must_use]
+pub fn host_name() -> String {
     rustix::system::uname()
         .nodename()
         .to_string_lossy()

@@ -93,6 +93,8 @@ pub struct Ctx {
     pub gallery: Option<crate::gallery::Gallery>,
     /// `--once`: nothing waits for a file that is not there.
     once: bool,
+    /// The Prometheus counters and histograms.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Ctx {
@@ -108,6 +110,7 @@ impl Ctx {
             disk_blocked: AtomicBool::new(false),
             gallery: None,
             once: false,
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 

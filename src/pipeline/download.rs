@@ -125,6 +125,7 @@ pub(super) async fn run(
             Ok(done) => kept.push(Some(done)),
             Err(message) => {
                 job.rec.timings.download_ms += started.elapsed().as_millis() as u64;
+                ctx.metrics.download(started.elapsed());
                 return Ok(Err(Verdict::file(
                     Reason::DownloadFailed,
                     format!(
@@ -135,6 +136,7 @@ pub(super) async fn run(
         }
     }
     job.rec.timings.download_ms += started.elapsed().as_millis() as u64;
+    ctx.metrics.download(started.elapsed());
     Ok(Ok(kept))
 }
 

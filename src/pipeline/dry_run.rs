@@ -46,6 +46,7 @@ pub(super) fn run(ctx: &Ctx, job: &mut Job, image: ImageInfo) -> Result<Answer, 
         });
     }
     ctx.gate.count_images(u32::from(n));
+    ctx.metrics.images(u64::from(n));
     let raw = serde_json::json!({
         "created": crate::clock::now_rfc3339(),
         "data": items,

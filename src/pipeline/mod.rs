@@ -39,7 +39,8 @@ pub use ctx::{Ctx, Stats};
 /// How a job ended.
 enum End {
     Published,
-    Quarantined,
+    /// With its reason's name.
+    Quarantined(&'static str),
     Lost,
 }
 
@@ -136,9 +137,16 @@ async fn run(ctx: &Ctx, mut job: Job) {
         }
     };
     ctx.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let took = Duration::from_millis(job.rec.timings.total_ms());
     match end {
-        End::Published => ctx.stats.count_end(true),
-        End::Quarantined => ctx.stats.count_end(false),
+        End::Published => {
+            ctx.stats.count_end(true);
+            ctx.metrics.job_ended(None, took);
+        }
+        End::Quarantined(reason) => {
+            ctx.stats.count_end(false);
+            ctx.metrics.job_ended(Some(reason), took);
+        }
         End::Lost => {}
     }
 }
@@ -171,7 +179,7 @@ async fn drive(ctx: &Ctx, job: &mut Job) -> Result<End, FsError> {
             Stage::Quarantining { dest, error } => {
                 quarantine::complete(job, &dest, &error)?;
                 ctx.job_ended(&dest, &job.rec);
-                return Ok(End::Quarantined);
+                return Ok(End::Quarantined(error.reason.name()));
             }
         }
     }

@@ -37,13 +37,22 @@ pub(super) async fn run(ctx: &Ctx, job: &mut Job) -> Result<Result<Answer, Verdi
         let started = Instant::now();
         let sent = ctx.api.submit(&files, &request).await?;
         let api_ms = started.elapsed().as_millis() as u64;
+        ctx.metrics
+            .request(http_status(&sent.outcome), started.elapsed());
         job.rec.timings.api_ms += api_ms;
         let billable = billing::may_be_billed(&sent.outcome, sent.upload_completed);
         job.rec.billable_attempts += u32::from(billable);
+        if billable {
+            ctx.metrics.spend(price);
+        }
         let ticket = permit.ticket(billable);
         drop(permit);
         log_answer(&sent.outcome, api_ms);
-        ctx.gate.report(signal(&sent.outcome), ticket);
+        let signal = signal(&sent.outcome);
+        if let Signal::Images(n) = signal {
+            ctx.metrics.images(u64::from(n));
+        }
+        ctx.gate.report(signal, ticket);
         if let Some(verdict) = lost(&sent, &job.config.retry) {
             return Ok(Err(verdict));
         }
@@ -64,6 +73,7 @@ pub(super) async fn run(ctx: &Ctx, job: &mut Job) -> Result<Result<Answer, Verdi
                 error,
             } => {
                 let delay = wait.delay(&job.config.retry);
+                ctx.metrics.retry();
                 info!(event = events::JOB_RETRY, attempt = job.rec.attempts,
                     delay_ms = delay.as_millis() as u64, error = %error, http_status,
                     "the request will be sent again");
@@ -142,6 +152,19 @@ fn log_answer(outcome: &Outcome, api_ms: u64) {
 
 fn images_in(answer: &Answer) -> usize {
     answer.items.iter().filter(|i| i.url.is_some()).count()
+}
+
+/// The HTTP status an outcome came with (`None`: no answer arrived).
+fn http_status(outcome: &Outcome) -> Option<u16> {
+    match outcome {
+        Outcome::Answer(answer) => Some(answer.http_status),
+        Outcome::Rejected { http_status, .. }
+        | Outcome::Unsafe { http_status, .. }
+        | Outcome::BadResponse { http_status, .. }
+        | Outcome::Pause { http_status, .. } => Some(*http_status),
+        Outcome::RateLimited { .. } => Some(429),
+        Outcome::Transient { http_status, .. } => *http_status,
+    }
 }
 
 /// What an outcome tells the gate about the API.
