@@ -44,51 +44,17 @@ pub async fn run(
     mut options: RunOptions,
     shutdown: Shutdown,
 ) -> Result<(), DaemonError> {
-    config.prepare_folders()?;
-    let api = ApiClient::new(&config.api).map_err(DaemonError::Http)?;
-    let scope = Scope {
-        inbox: config.inbox.clone(),
-        exclude: vec![
-            config.work_dir.clone(),
-            config.outbox.clone(),
-            config.quarantine.clone(),
-        ],
-    };
-    let owner = Owner::register(&config.work_dir)?;
-    let gate = Gate::new(&config);
-    gate.set_owner_dir(owner.root());
-    // A new process starts with its share, not with the whole account's limits.
-    if let Ok(now) = owner.renew() {
-        gate.set_live(owner.live_owners(config.lease, now));
-    }
-    let gallery = Gallery::new(&config, &owner.id());
-    let ctx = Arc::new(
-        Ctx::new(config, gate, api, owner.jobs())
-            .with_gallery(gallery.clone())
-            .with_once(options.once),
-    );
+    let Shared {
+        ctx,
+        owner,
+        scope,
+        gallery,
+    } = open_shared(config, options.once)?;
     let gallery_stop = CancellationToken::new();
     let gallery_task = tokio::spawn(gallery.run(gallery_live(&ctx), gallery_stop.clone()));
     let (tx, events) = mpsc::channel(4096);
-    let (watcher, chosen) = if options.once {
-        let why = "--once: one scan, no watching".into();
-        (
-            None,
-            Chosen {
-                mode: Mode::Once,
-                why,
-            },
-        )
-    } else {
-        let (w, c) = watch::start(&scope, ctx.config().watch.mode, tx);
-        (Some(w), c)
-    };
-    let mode = chosen.mode.name();
-    info!(event = events::DAEMON_STARTED, version = crate::VERSION,
-        inbox = %ctx.config().inbox.display(), outbox = %ctx.config().outbox.display(),
-        quarantine = %ctx.config().quarantine.display(), provider = ctx.config().api.provider.name(),
-        watch_mode = mode, owner = owner.id(), "remixd started");
-    info!(event = events::WATCH_MODE, watch_mode = mode, why = %chosen.why, "watching the inbox");
+    let (watcher, chosen) = start_watching(&scope, &ctx, options.once, tx);
+    log_started(&ctx, &owner, &chosen);
     log_asset_folders(&scope);
     let jobs = JobTracker::new();
     let mut intake = IntakeLoop::new(IntakeParts {
@@ -115,6 +81,79 @@ pub async fn run(
         intake.owner().retire();
     }
     Ok(())
+}
+
+/// What every part of the run shares.
+struct Shared {
+    ctx: Arc<Ctx>,
+    owner: Owner,
+    scope: Scope,
+    gallery: Gallery,
+}
+
+/// The folders made, this process registered in the work area, the API client and the gate
+/// (with this process's share of the limits from the start), and the gallery.
+fn open_shared(config: Config, once: bool) -> Result<Shared, DaemonError> {
+    config.prepare_folders()?;
+    let api = ApiClient::new(&config.api).map_err(DaemonError::Http)?;
+    let scope = Scope {
+        inbox: config.inbox.clone(),
+        exclude: vec![
+            config.work_dir.clone(),
+            config.outbox.clone(),
+            config.quarantine.clone(),
+        ],
+    };
+    let owner = Owner::register(&config.work_dir)?;
+    let gate = Gate::new(&config);
+    gate.set_owner_dir(owner.root());
+    // A new process starts with its share, not with the whole account's limits.
+    if let Ok(now) = owner.renew() {
+        gate.set_live(owner.live_owners(config.lease, now));
+    }
+    let gallery = Gallery::new(&config, &owner.id());
+    let ctx = Arc::new(
+        Ctx::new(config, gate, api, owner.jobs())
+            .with_gallery(gallery.clone())
+            .with_once(once),
+    );
+    Ok(Shared {
+        ctx,
+        owner,
+        scope,
+        gallery,
+    })
+}
+
+/// Native events or polling as `watch.mode` and the filesystem say; nothing with `--once`.
+fn start_watching(
+    scope: &Scope,
+    ctx: &Ctx,
+    once: bool,
+    tx: mpsc::Sender<watch::WatchMsg>,
+) -> (Option<watch::Watcher>, Chosen) {
+    if once {
+        let why = "--once: one scan, no watching".into();
+        return (
+            None,
+            Chosen {
+                mode: Mode::Once,
+                why,
+            },
+        );
+    }
+    let (watcher, chosen) = watch::start(scope, ctx.config().watch.mode, tx);
+    (Some(watcher), chosen)
+}
+
+fn log_started(ctx: &Ctx, owner: &Owner, chosen: &Chosen) {
+    let config = ctx.config();
+    let mode = chosen.mode.name();
+    info!(event = events::DAEMON_STARTED, version = crate::VERSION,
+        inbox = %config.inbox.display(), outbox = %config.outbox.display(),
+        quarantine = %config.quarantine.display(), provider = config.api.provider.name(),
+        watch_mode = mode, owner = owner.id(), "remixd started");
+    info!(event = events::WATCH_MODE, watch_mode = mode, why = %chosen.why, "watching the inbox");
 }
 
 /// Says once which asset folders (`_refs/`) the inbox holds: they are never taken as jobs,

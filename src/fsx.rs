@@ -300,6 +300,54 @@ fn copy_tree_synced(from: &Path, to: &Path) -> io::Result<()> {
     sync_dir(to)
 }
 
+/// What kind of file system entry was seen (from `lstat`, never following links).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryType {
+    /// A regular file.
+    File,
+    /// A symlink, FIFO, socket or device.
+    Special,
+}
+
+/// One `lstat` of an entry: what must stay the same for a file to count as settled, and
+/// again when it is claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// File or special.
+    pub kind: EntryType,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Change time in nanoseconds (catches writes that restore the mtime).
+    pub ctime_ns: i64,
+    /// Inode number (catches a file replaced by another of the same size and times).
+    pub ino: u64,
+}
+
+impl Snapshot {
+    /// Takes a snapshot from `lstat` metadata; `None` for folders.
+    #[must_use]
+    pub fn from_metadata(meta: &std::fs::Metadata) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let kind = if meta.is_dir() {
+            return None;
+        } else if meta.file_type().is_file() {
+            EntryType::File
+        } else {
+            EntryType::Special
+        };
+        let nanos = |secs: i64, nsec: i64| secs.saturating_mul(1_000_000_000).saturating_add(nsec);
+        Some(Self {
+            kind,
+            size: meta.len(),
+            mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

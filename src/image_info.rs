@@ -4,6 +4,9 @@
 
 use std::io::{BufRead, Read, Seek};
 
+/// The file name extensions of the images remixd takes (any case).
+pub const IMAGE_EXTS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
+
 /// An image format the Remix API accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -18,7 +18,6 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry, reload};
 
-use crate::config::LogFormat;
 use crate::progress::TerminalLines;
 
 /// Why logging could not be set up or its level changed.
@@ -106,6 +105,17 @@ fn parse_level(level: &str) -> Result<EnvFilter, LoggingError> {
     // are already gone (every finished job's); that is expected, not news. A level the user
     // sets for `notify` explicitly still wins, being later in the list.
     EnvFilter::try_new(format!("notify=error,{level}")).map_err(|e| invalid(e.to_string()))
+}
+
+/// `logging.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// JSON unless stdout is a terminal.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
 }
 
 /// Holding the lock for the whole line keeps lines from different threads whole.

@@ -267,7 +267,7 @@ impl Quarantine {
         }
         let image = plain_name(&record.source.file)?;
         // An inpaint mask goes back too, before its image, so the job finds it.
-        let masks = crate::inbox::mask_candidates(std::ffi::OsStr::new(&image));
+        let masks = crate::sidecar::mask_candidates(std::ffi::OsStr::new(&image));
         if let Some(mask) = masks
             .into_iter()
             .filter_map(|m| m.into_string().ok())

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use super::Outcome;
 use crate::config::Pricing;
-use crate::job::RefCopy;
 use crate::sidecar::RemixRequest;
 
 /// The `cost` of `metadata.json` and `error.json`.
@@ -64,19 +63,20 @@ pub fn job_cost(billable: u32, images: u32, usd_per_request: f64) -> Cost {
 }
 
 /// The estimated price of one request as built: its `num_images` at its `rendering_speed`
-/// (`DEFAULT` when it sends none), at the character-reference price when `references` (the
-/// copies it sends) hold one.
+/// (`DEFAULT` when it sends none), at the character-reference price when it sends one.
 #[must_use]
-pub fn request_price(pricing: &Pricing, request: &RemixRequest, references: &[RefCopy]) -> f64 {
+pub fn request_price(pricing: &Pricing, request: &RemixRequest, character_reference: bool) -> f64 {
     let speed = request
         .fields
         .iter()
         .find(|(n, _)| n == "rendering_speed")
         .map_or("DEFAULT", |(_, v)| v.as_str());
-    let character = references
-        .iter()
-        .any(|r| r.field == "character_reference_images");
-    request_usd(pricing, speed, u32::from(request.num_images), character)
+    request_usd(
+        pricing,
+        speed,
+        u32::from(request.num_images),
+        character_reference,
+    )
 }
 
 /// Whether a request with this outcome may have been billed. `upload_completed` says whether

@@ -217,23 +217,11 @@ fn classify_status(
 }
 
 fn decide(r: &Refusal<'_>, retry_after: Option<Duration>) -> Outcome {
-    let Refusal {
-        code,
-        label,
-        http_status,
-        ..
-    } = r;
-    let http_status = *http_status;
-    let api_error = r.api_error.clone();
+    let label = &r.label;
     let quoted = r.said.map(|m| format!(": {m}")).unwrap_or_default();
-    let pause = |reason, message| Outcome::Pause {
-        reason,
-        http_status,
-        api_error: api_error.clone(),
-        message,
-    };
-    match code {
+    match r.code {
         401 | 403 => pause(
+            r,
             PauseReason::Unauthorized,
             format!(
                 "the API refused the key ({label}){quoted}; check the API key (api.api_key_file \
@@ -253,6 +241,7 @@ fn decide(r: &Refusal<'_>, retry_after: Option<Duration>) -> Outcome {
             .is_some_and(|v| v.as_str() == Some("daily_limit")) =>
         {
             pause(
+                r,
                 PauseReason::DailyLimit,
                 format!(
                     "the API account's daily limit is reached ({label}){quoted}; submissions \
@@ -260,10 +249,27 @@ fn decide(r: &Refusal<'_>, retry_after: Option<Duration>) -> Outcome {
                 ),
             )
         }
-        402 => pause(PauseReason::Balance, balance_message(label, &quoted)),
+        402 => pause(r, PauseReason::Balance, balance_message(label, &quoted)),
         _ if r.balance_words_count && r.said.is_some_and(talks_about_balance) => {
-            pause(PauseReason::Balance, balance_message(label, &quoted))
+            pause(r, PauseReason::Balance, balance_message(label, &quoted))
         }
+        _ => failure(r, &quoted),
+    }
+}
+
+fn pause(r: &Refusal<'_>, reason: PauseReason, message: String) -> Outcome {
+    Outcome::Pause {
+        reason,
+        http_status: r.http_status,
+        api_error: r.api_error.clone(),
+        message,
+    }
+}
+
+/// A refusal that is about this request, not the account: retried, or the job's verdict.
+fn failure(r: &Refusal<'_>, quoted: &str) -> Outcome {
+    let (label, http_status, api_error) = (&r.label, r.http_status, r.api_error.clone());
+    match r.code {
         408 => Outcome::Transient {
             http_status: Some(http_status),
             message: format!("the API timed out waiting for the request ({label}){quoted}"),

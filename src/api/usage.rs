@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::lease::OWNERS_DIR;
+use crate::config::OWNERS_DIR;
 
 /// Each owner's usage file, in its folder under `owners/`.
 pub const USAGE_FILE: &str = "usage.json";

@@ -188,16 +188,11 @@ pub struct RetryConfig {
     pub resend_after_timeout: bool,
 }
 
-/// `logging.format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// JSON unless stdout is a terminal.
-    Auto,
-    /// One JSON object per line.
-    Json,
-    /// Human-readable.
-    Pretty,
-}
+pub use crate::logging::LogFormat;
+
+/// The folder under `work_dir` holding one folder per remixd process (its lease, its usage
+/// count, its jobs).
+pub const OWNERS_DIR: &str = "owners";
 
 /// `logging:` resolved.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,12 +15,12 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::sidecar::SidecarKind;
 
-/// The per-folder defaults file, never moved.
-pub const DEFAULTS_FILE: &str = "_defaults.yaml";
+pub use crate::fsx::{EntryType, Snapshot};
+pub use crate::sidecar::DEFAULTS_FILE;
 
 /// Names remixd itself writes into outbox and quarantine folders.
 const RESERVED_NAMES: [&str; 2] = ["metadata.json", "error.json"];
-const IMAGE_EXTS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
+use crate::image_info::IMAGE_EXTS;
 const IGNORED_SUFFIXES: [&str; 5] = [".tmp", ".part", ".partial", ".crdownload", ".swp"];
 /// What file browsers leave in every folder they show (Windows, then macOS's custom icon
 /// file; `.DS_Store` and `._*` are dot-files already).
@@ -112,83 +112,6 @@ fn is_mask_name(name: &[u8]) -> bool {
         && head[head.len() - MASK_MARK.len()..].eq_ignore_ascii_case(MASK_MARK)
 }
 
-/// The names `image`'s mask may have, in the order they are looked for:
-/// `STEM.mask.{png,jpg,jpeg,webp}`, lower-case and then upper-case extensions.
-#[must_use]
-pub fn mask_candidates(image: &OsStr) -> Vec<std::ffi::OsString> {
-    use std::os::unix::ffi::OsStringExt;
-    let bytes = image.as_bytes();
-    let stem = match bytes.iter().rposition(|&b| b == b'.') {
-        Some(dot) if dot > 0 => &bytes[..dot],
-        _ => bytes,
-    };
-    let mut names = Vec::new();
-    for mark in [".mask.", ".MASK."] {
-        for ext in IMAGE_EXTS {
-            for ext in [ext.to_owned(), ext.to_ascii_uppercase()] {
-                let mut name = stem.to_vec();
-                name.extend_from_slice(mark.as_bytes());
-                name.extend_from_slice(ext.as_bytes());
-                if !names.contains(&name) {
-                    names.push(name);
-                }
-            }
-        }
-    }
-    names
-        .into_iter()
-        .map(std::ffi::OsString::from_vec)
-        .collect()
-}
-
-/// What kind of file system entry was seen (from `lstat`, never following links).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryType {
-    /// A regular file.
-    File,
-    /// A symlink, FIFO, socket or device.
-    Special,
-}
-
-/// One `lstat` of an entry: what must stay the same for a file to count as settled, and
-/// again when it is claimed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
-    /// File or special.
-    pub kind: EntryType,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: i64,
-    /// Change time in nanoseconds (catches writes that restore the mtime).
-    pub ctime_ns: i64,
-    /// Inode number (catches a file replaced by another of the same size and times).
-    pub ino: u64,
-}
-
-impl Snapshot {
-    /// Takes a snapshot from `lstat` metadata; `None` for folders.
-    #[must_use]
-    pub fn from_metadata(meta: &std::fs::Metadata) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let kind = if meta.is_dir() {
-            return None;
-        } else if meta.file_type().is_file() {
-            EntryType::File
-        } else {
-            EntryType::Special
-        };
-        let nanos = |secs: i64, nsec: i64| secs.saturating_mul(1_000_000_000).saturating_add(nsec);
-        Some(Self {
-            kind,
-            size: meta.len(),
-            mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
-            ino: meta.ino(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_mask_is_looked_for_by_the_image_stem() {
-        let names = mask_candidates(OsStr::new("cat.photo.JPG"));
+        let names = crate::sidecar::mask_candidates(OsStr::new("cat.photo.JPG"));
         assert_eq!(names[0], "cat.photo.mask.png");
         assert!(names.iter().any(|n| n == "cat.photo.mask.WEBP"));
         assert!(names.iter().any(|n| n == "cat.photo.MASK.jpeg"));

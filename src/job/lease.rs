@@ -20,8 +20,7 @@ use super::journal::{self, JOBS_DIR, JobDir};
 use crate::events;
 use crate::fsx::{self, Context, FsError};
 
-/// The folder of owners under the work area.
-pub const OWNERS_DIR: &str = "owners";
+pub use crate::config::OWNERS_DIR;
 const LEASE_FILE: &str = "lease";
 /// The owner's advisory state for `remixd status` ([`crate::status::state_file`]); it goes
 /// with the owner's folder.

@@ -358,6 +358,16 @@ pub struct JobRecord {
     pub stage: Stage,
 }
 
+impl JobRecord {
+    /// Whether the job sends a character reference (priced higher).
+    #[must_use]
+    pub fn sends_character_reference(&self) -> bool {
+        self.references
+            .iter()
+            .any(|r| r.field == "character_reference_images")
+    }
+}
+
 /// A reference image as copied into the job folder's `refs/` at claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefCopy {

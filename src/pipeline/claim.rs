@@ -117,7 +117,7 @@ pub(super) fn take_late_mask(
 ) -> Result<bool, FsError> {
     let from_dir = config.inbox.join(record.source.subdir_path());
     let files = dir.files();
-    for name in crate::inbox::mask_candidates(&record.source.file_os()) {
+    for name in crate::sidecar::mask_candidates(&record.source.file_os()) {
         if take(&from_dir, &files, &name)? {
             fsx::sync_dir(&files).context("syncing the job folder", &files)?;
             fsx::sync_dir(&from_dir).context("syncing the inbox folder", &from_dir)?;

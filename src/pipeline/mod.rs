@@ -221,12 +221,12 @@ async fn await_mask(ctx: &Ctx, job: &mut Job) -> Result<bool, FsError> {
         .unwrap_or_default();
     tokio::time::sleep(job.config.watch.sidecar_wait.saturating_sub(waited)).await;
     let folder = job.config.inbox.join(job.rec.source.subdir_path());
-    let candidates = crate::inbox::mask_candidates(&job.rec.source.file_os());
+    let candidates = crate::sidecar::mask_candidates(&job.rec.source.file_os());
     let snapshot = || {
         candidates
             .iter()
             .find_map(|n| std::fs::symlink_metadata(folder.join(n)).ok())
-            .and_then(|m| crate::inbox::Snapshot::from_metadata(&m))
+            .and_then(|m| crate::fsx::Snapshot::from_metadata(&m))
     };
     let Some(first) = snapshot() else {
         return claim::take_late_mask(&job.config, &job.dir, &mut job.rec);

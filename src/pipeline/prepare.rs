@@ -10,9 +10,9 @@ use super::ctx::Job;
 use crate::config::Config;
 use crate::fsx;
 use crate::image_info::{self, ImageError, ImageInfo};
-use crate::inbox::DEFAULTS_FILE;
 use crate::job::verdict::{Reason, Verdict};
 use crate::job::{Input, SourceRef};
+use crate::sidecar::DEFAULTS_FILE;
 use crate::sidecar::{self, Fields, MAX_SIDECAR_BYTES, RemixRequest, RequestError, SidecarKind};
 
 /// The prepare stage: refuses an entry that was never an image, checks the input and records

@@ -204,7 +204,7 @@ pub(super) fn job_cost(job: &Job) -> Cost {
     }
     let (price, images) = job.rec.request.as_ref().map_or((0.0, 0), |r| {
         (
-            billing::request_price(&job.config.pricing, r, &job.rec.references),
+            billing::request_price(&job.config.pricing, r, job.rec.sends_character_reference()),
             u32::from(r.num_images),
         )
     });

@@ -30,7 +30,11 @@ pub(super) async fn run(ctx: &Ctx, job: &mut Job) -> Result<Result<Answer, Verdi
     };
     let files = file_parts(job);
     let mut retries = Retries::default();
-    let price = billing::request_price(&job.config.pricing, &request, &job.rec.references);
+    let price = billing::request_price(
+        &job.config.pricing,
+        &request,
+        job.rec.sends_character_reference(),
+    );
     loop {
         let permit = ctx.gate.admit(request.num_images, price).await;
         journal_attempt(job)?;

@@ -18,6 +18,9 @@ use serde::de::DeserializeSeed;
 /// Largest sidecar or `_defaults.yaml` accepted, in bytes.
 pub const MAX_SIDECAR_BYTES: usize = 64 * 1024;
 
+/// The per-folder defaults file, never moved.
+pub const DEFAULTS_FILE: &str = "_defaults.yaml";
+
 /// How a sidecar is written, from its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SidecarKind {
@@ -276,6 +279,37 @@ pub fn sidecar_candidates(image: &OsStr) -> Vec<OsString> {
         }
     }
     names
+}
+
+/// An inpaint mask is, like a sidecar, a companion file beside its image.
+///
+/// The names `image`'s mask may have, in the order they are looked for:
+/// `STEM.mask.{png,jpg,jpeg,webp}`, lower-case and then upper-case extensions.
+#[must_use]
+pub fn mask_candidates(image: &OsStr) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = image.as_bytes();
+    let stem = match bytes.iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 => &bytes[..dot],
+        _ => bytes,
+    };
+    let mut names = Vec::new();
+    for mark in [".mask.", ".MASK."] {
+        for ext in crate::image_info::IMAGE_EXTS {
+            for ext in [ext.to_owned(), ext.to_ascii_uppercase()] {
+                let mut name = stem.to_vec();
+                name.extend_from_slice(mark.as_bytes());
+                name.extend_from_slice(ext.as_bytes());
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+        .into_iter()
+        .map(std::ffi::OsString::from_vec)
+        .collect()
 }
 
 mod fields;

@@ -127,7 +127,6 @@ fn the_metrics_file_passes_promtool_and_counts_a_known_workload() {
         ("remixd_api_requests_total{status=\"200\"}", 2),
         ("remixd_images_total", 1),
         ("remixd_retries_total", 2),
-        ("remixd_spend_usd_total", 0),
         ("remixd_pending", 0),
         ("remixd_in_flight", 0),
         ("remixd_api_paused{reason=\"balance\"}", 0),
@@ -138,6 +137,13 @@ fn the_metrics_file_passes_promtool_and_counts_a_known_workload() {
     for (series, value) in expected {
         assert_eq!(sample(&text, series), value, "{series} in:\n{text}");
     }
+    // Two requests ran (the answer and the one withheld for safety: SPEC.md, Billing), one
+    // image each at the DEFAULT price; the 500 and the 429 were not billed.
+    let spend: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("remixd_spend_usd_total ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no remixd_spend_usd_total in:\n{text}"));
+    assert!((spend - 0.12).abs() < 1e-9, "spend {spend} in:\n{text}");
     let mode = std::fs::metadata(&prom).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644, "node_exporter must be able to read it");
     let left: Vec<_> = std::fs::read_dir(prom.parent().unwrap()).unwrap().collect();

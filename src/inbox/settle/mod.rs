@@ -19,9 +19,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{EntryType, NameKind, Snapshot, classify_name, mask_candidates};
+use super::{EntryType, NameKind, Snapshot, classify_name};
 use crate::job::JobId;
 use crate::job::verdict::Reason;
+use crate::sidecar::mask_candidates;
 use crate::sidecar::sidecar_candidates;
 
 /// Timings the intake works with.
@@ -397,32 +398,7 @@ impl Intake {
         let reason = match (entry.kind, entry.snap.kind) {
             (_, EntryType::Special) => Reason::NotRegularFile,
             (NameKind::Image, EntryType::File) => {
-                let sidecar = match self.sidecar_of(id) {
-                    Pairing::Settled(s) if self.unchanged(s, now, stat) => Some(s),
-                    Pairing::Settled(_) | Pairing::Settling => {
-                        // Its sidecar changed or went: the image waits for it (or for
-                        // what is left of sidecar_wait) again.
-                        self.set_phase(id, Phase::AwaitPair);
-                        self.wake_image(id, now);
-                        return None;
-                    }
-                    Pairing::None => None,
-                };
-                let mask = match self.mask_of(id) {
-                    Pairing::Settled(m) if self.unchanged(m, now, stat) => Some(m),
-                    Pairing::Settled(_) | Pairing::Settling => {
-                        self.set_phase(id, Phase::AwaitPair);
-                        self.wake_image(id, now);
-                        return None;
-                    }
-                    Pairing::None => None,
-                };
-                let mut hand = |s: EntryId| {
-                    self.hand(s, now);
-                    self.path_of(s)
-                };
-                let sidecar = sidecar.map(&mut hand);
-                let mask = mask.map(&mut hand);
+                let (sidecar, mask) = self.companions(id, now, stat)?;
                 self.hand(id, now);
                 return Some(Decision::Image {
                     job_id,
@@ -442,6 +418,39 @@ impl Intake {
             path: rel,
             reason,
         })
+    }
+
+    /// The image's sidecar and mask, re-checked and handed over with it; `None` when one of
+    /// them changed or went since it settled: the image then waits for it (or for what is
+    /// left of `sidecar_wait`) again.
+    fn companions(
+        &mut self,
+        image: EntryId,
+        now: Instant,
+        stat: &mut dyn FnMut(&Path) -> Option<Snapshot>,
+    ) -> Option<(Option<PathBuf>, Option<PathBuf>)> {
+        let mut found = [None, None];
+        for (slot, pairing) in found
+            .iter_mut()
+            .zip([self.sidecar_of(image), self.mask_of(image)])
+        {
+            match pairing {
+                Pairing::Settled(c) if self.unchanged(c, now, stat) => *slot = Some(c),
+                Pairing::Settled(_) | Pairing::Settling => {
+                    self.set_phase(image, Phase::AwaitPair);
+                    self.wake_image(image, now);
+                    return None;
+                }
+                Pairing::None => {}
+            }
+        }
+        let [sidecar, mask] = found.map(|c| {
+            c.map(|c| {
+                self.hand(c, now);
+                self.path_of(c)
+            })
+        });
+        Some((sidecar, mask))
     }
 
     /// The claim-time re-check: `true` when `stat` still shows what settled. Otherwise the
