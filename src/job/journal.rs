@@ -55,6 +55,10 @@ use crate::fsx::{self, Context, FsError};
 pub const JOBS_DIR: &str = "jobs";
 const JOURNAL_FILE: &str = "job.json";
 const FILES_DIR: &str = "files";
+/// An owner's spare job folders, beside its `jobs/`.
+pub const SPARE_DIR: &str = "spare";
+/// How many spare job folders one process keeps.
+const SPARES_KEPT: usize = 32;
 const REFS_DIR: &str = "refs";
 
 /// Why a journal could not be read.
@@ -118,18 +122,60 @@ impl JobDir {
         self.root.join(JOURNAL_FILE)
     }
 
-    /// Creates the job folder and `files/`. The jobs folder is synced (the job folder's own
+    /// Creates the job folder and `files/`, taking a spare job folder of this process when
+    /// there is one (see [`JobDir::remove`]). The jobs folder is synced (the job folder's own
     /// name must survive before anything is moved into it); the job folder itself is synced
-    /// by the first journal write, which comes before any rename into `files/`.
+    /// by the first journal write, or here when it was a spare, before any rename into
+    /// `files/`.
     pub fn create(&self) -> Result<(), FsError> {
-        fsx::create_dir_all_durable(&self.root).context("creating the job folder", &self.root)?;
+        let recycled = self.take_spare();
+        if !recycled {
+            fsx::create_dir_all_durable(&self.root)
+                .context("creating the job folder", &self.root)?;
+        }
         let files = self.files();
         match fs::create_dir(&files) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                Err(e).context("creating the job folder", &files)
+                return Err(e).context("creating the job folder", &files);
             }
-            _ => Ok(()),
+            _ => {}
         }
+        if recycled {
+            if let Some(jobs) = self.root.parent() {
+                fsx::sync_dir_shared(jobs).context("syncing the work area", jobs)?;
+            }
+            fsx::sync_dir(&self.root).context("syncing the job folder", &self.root)?;
+        }
+        Ok(())
+    }
+
+    /// Renames one of this process's spare job folders (an empty `job.json`, nothing else) to
+    /// this job's name. `false` when there is none (or another job took it first).
+    fn take_spare(&self) -> bool {
+        let Some(spares) = self.spares() else {
+            return false;
+        };
+        let Ok(entries) = fs::read_dir(&spares) else {
+            return false;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let spare = entry.path();
+            if fs::rename(&spare, &self.root).is_err() {
+                continue;
+            }
+            let empty = fs::metadata(self.journal_path()).is_ok_and(|m| m.len() == 0);
+            if empty && fs::read_dir(&self.root).is_ok_and(|d| d.count() == 1) {
+                return true;
+            }
+            // Not what a spare must be: it goes, and a new folder is made.
+            let _ = fs::remove_dir_all(&self.root);
+        }
+        false
+    }
+
+    /// `<owner>/spare/`, beside this job folder's `jobs/`.
+    fn spares(&self) -> Option<PathBuf> {
+        Some(self.root.parent()?.parent()?.join(SPARE_DIR))
     }
 
     /// Records `record` durably: the first record is written whole (a temporary file, synced,
@@ -212,6 +258,54 @@ impl JobDir {
         // Not synced: a job folder that comes back after a crash holds a journal that says
         // `publishing` or `quarantining` with no `files/`, which recovery only removes.
         fs::remove_dir(&self.root).context("removing a finished job folder", &self.root)
+    }
+
+    /// Ends a finished job's folder (its `files/` already moved out): kept as a spare for the
+    /// next claim, its `job.json` emptied, when this process holds fewer than
+    /// [`SPARES_KEPT`]; else removed. On a filesystem without a journal (ext4 can run so)
+    /// every removed file makes the next new ones slower to allocate, so the work area
+    /// reuses its folders instead of making and removing two for every job. Not synced: a
+    /// spare that comes back after a crash as a job folder with an empty journal is no job
+    /// ([`JobDir::is_unclaimed`]).
+    pub fn finish(&self) -> Result<(), FsError> {
+        let Some(spares) = self.spares() else {
+            return self.remove();
+        };
+        let kept = fs::read_dir(&spares).map_or(0, Iterator::count);
+        let only_journal = !self.files().exists()
+            && !self.refs().exists()
+            && fs::read_dir(&self.root).is_ok_and(|d| d.count() == 1);
+        if kept >= SPARES_KEPT || !only_journal {
+            return self.remove();
+        }
+        let emptied = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(self.journal_path());
+        if emptied.is_err() || fs::create_dir_all(&spares).is_err() {
+            return self.remove();
+        }
+        let name = self
+            .root
+            .file_name()
+            .map_or_else(|| "spare".into(), std::ffi::OsStr::to_os_string);
+        match fs::rename(&self.root, spares.join(name)) {
+            Ok(()) => Ok(()),
+            Err(_) => self.remove(),
+        }
+    }
+
+    /// Whether the folder holds no job: no whole journal record was ever written (a claim cut
+    /// short before its first record, or a spare caught mid-rename) and nothing is in
+    /// `files/`. Inputs are moved in only after the first record is durable, so such a folder
+    /// can go.
+    #[must_use]
+    pub fn is_unclaimed(&self) -> bool {
+        let no_record = fs::read(self.journal_path()).map_or(true, |bytes| {
+            last_record::<serde_json::Value>(&bytes).is_err()
+        });
+        let files_empty = fs::read_dir(self.files()).map_or(true, |mut d| d.next().is_none());
+        no_record && files_empty
     }
 }
 
@@ -370,6 +464,45 @@ mod tests {
         );
         job.write(&responded).expect("appended after the torn one");
         assert_eq!(job.read().expect("read"), responded);
+    }
+
+    /// A finished job's folder is kept as a spare and taken by the next claim, with an empty
+    /// journal: no file is removed or made for the job folder itself. A spare that comes back
+    /// as a job folder (a crash mid-rename) is no job.
+    #[test]
+    fn finished_job_folders_are_reused_and_an_empty_one_is_no_job() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jobs = dir.path().join("owners/me").join(JOBS_DIR);
+        let first = JobDir::new(&jobs, &JobId::new());
+        first.create().expect("create");
+        let record: JobRecord = serde_json::from_str(V1_RESPONDED).expect("fixture");
+        first.write(&record).expect("write");
+        let journal_ino = {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(first.journal_path()).expect("journal").ino()
+        };
+        fs::remove_dir(first.files()).expect("files moved out");
+        first.finish().expect("finish");
+        assert!(!first.exists());
+        let second = JobDir::new(&jobs, &JobId::new());
+        second.create().expect("create from the spare");
+        {
+            use std::os::unix::fs::MetadataExt;
+            let meta = fs::metadata(second.journal_path()).expect("journal");
+            assert_eq!(
+                (meta.ino(), meta.len()),
+                (journal_ino, 0),
+                "the spare's journal, empty"
+            );
+        }
+        assert!(second.files().is_dir());
+        assert!(
+            second.is_unclaimed(),
+            "an empty journal and files/ is no job"
+        );
+        second.write(&record).expect("first record of the new job");
+        assert_eq!(second.read().expect("read"), record);
+        assert!(!second.is_unclaimed());
     }
 
     #[test]

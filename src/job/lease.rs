@@ -256,6 +256,8 @@ impl Peer {
 fn remove_if_empty(owner: &Path) {
     let jobs = owner.join(JOBS_DIR);
     if fs::remove_dir(&jobs).is_ok() || !jobs.exists() {
+        // Spare job folders serve only their own process.
+        let _ = fs::remove_dir_all(owner.join(journal::SPARE_DIR));
         if crate::api::usage::counts_today(owner) {
             let _ = fs::remove_file(owner.join(STATE_FILE));
             let _ = fs::remove_file(owner.join(LEASE_FILE));

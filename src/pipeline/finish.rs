@@ -117,7 +117,7 @@ pub fn finish_move(
             move_out(&files, dest)?;
         }
     }
-    dir.remove()
+    dir.finish()
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ pub async fn run_resumed(ctx: Arc<Ctx>, dir: JobDir) {
     let mut rec = match dir.read() {
         Ok(rec) => rec,
         Err(e) => {
-            if !dir.has_journal() && dir.remove().is_ok() {
+            if dir.is_unclaimed() && dir.remove().is_ok() {
                 return; // a folder made just before a crash, with nothing claimed into it
             }
             error!(error = %e, dir = %dir.path().display(),
