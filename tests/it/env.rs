@@ -160,6 +160,14 @@ impl TestEnv {
         self.record(rel, Kind::File(bytes.to_vec()));
     }
 
+    /// Rewrites the file at `rel` in place, slowly, as [`TestEnv::drop_slowly`] writes one:
+    /// the old bytes are gone by the dropper's own hand, so only the new ones must end
+    /// somewhere.
+    pub fn rewrite_slowly(&self, rel: &str, bytes: &[u8], chunks: usize, interval: Duration) {
+        self.dropped.lock().unwrap().retain(|d| d.rel != rel);
+        self.drop_slowly(rel, bytes, chunks, interval);
+    }
+
     /// Writes `bytes` in place in `chunks` pieces, `interval` apart (a slow copy over the
     /// network): the file exists, incomplete, for the whole time.
     pub fn drop_slowly(&self, rel: &str, bytes: &[u8], chunks: usize, interval: Duration) {

@@ -223,3 +223,83 @@ fn api_outage_pauses_then_resumes_without_quarantine() {
     d.stop();
     assert_nothing_lost(&env);
 }
+
+/// A file rewritten after it settled, while it waits for a job slot, is taken in its new form
+/// and never half-written (issue: "cost that follows the work": a settled file is not looked
+/// at again until its claim, where it is checked once more). Polling once an hour, only that
+/// claim-time check can see the rewrite: with one request at a time and a slow API the four
+/// job slots are full, so the fifth image has settled and waits; it is rewritten in place,
+/// slowly, and a slot frees while the rewrite is still going on.
+#[test]
+fn a_file_rewritten_after_it_settled_is_taken_in_its_new_form() {
+    let env = TestEnv::new();
+    let fake = FakeApi::start(Mode::Kkiai);
+    fake.set_latency(Duration::from_millis(600), Duration::from_millis(600), 7);
+    env.config()
+        .fake(&fake)
+        .set_all(&[
+            ("watch.mode", "poll"),
+            ("watch.poll_interval", "1h"),
+            ("watch.settle", "1s"),
+            ("watch.sidecar_wait", "0s"),
+            ("limits.concurrency", "1"),
+        ])
+        .write();
+    let names: Vec<String> = (0..5).map(|i| format!("img{i}.png")).collect();
+    for (i, name) in names.iter().enumerate() {
+        env.drop_file(&name.replace(".png", ".txt"), "a cat");
+        env.drop_file(name, images::png(20, 20, 900 + i as u64));
+    }
+    let mut d = Daemon::start(&env, &[]);
+    d.wait_ready();
+    let deadline = Instant::now() + TIMEOUT;
+    let waiting = loop {
+        let claimed: Vec<String> = d
+            .events_named("job.claimed")
+            .iter()
+            .filter_map(|e| e["file"].as_str().map(str::to_owned))
+            .collect();
+        if claimed.len() >= 4 {
+            assert_eq!(claimed.len(), 4, "only four job slots: {claimed:?}");
+            break names.iter().find(|n| !claimed.contains(n)).unwrap().clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "four claims never came:\n{}",
+            d.dump()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let index: u64 = waiting[3..4].parse().unwrap();
+    let old = images::png(20, 20, 900 + index);
+    let new = images::png(64, 64, 999);
+    // 7.5 s of writing, a piece every 500 ms (less than `settle`): the first job frees its
+    // slot after about 1.2 s (upload and download, 600 ms each), and a job claimed then would
+    // send its upload after the three before it, about 4 s later: still mid-write.
+    env.rewrite_slowly(&waiting, &new, 16, Duration::from_millis(500));
+    d.wait_completed(&waiting);
+    let sent = fake.uploads();
+    let mine: Vec<_> = sent
+        .iter()
+        .filter(|u| {
+            ![0, 1, 2, 3, 4]
+                .iter()
+                .any(|i| *i != index && u.sha256 == sha256(&images::png(20, 20, 900 + i)))
+        })
+        .collect();
+    assert_eq!(mine.len(), 1, "one upload for {waiting}");
+    assert_eq!(
+        mine[0].sha256,
+        sha256(&new),
+        "{waiting} went in its new form, whole"
+    );
+    assert!(
+        fake.uploads_of(&sha256(&old)).is_empty(),
+        "the bytes it settled with went"
+    );
+    for name in &names {
+        d.wait_completed(name);
+    }
+    d.stop();
+    assert_nothing_lost(&env);
+}
