@@ -134,6 +134,12 @@ impl Metrics {
             "Requests sent again after a transient failure or a 429",
             self.retries.clone(),
         );
+        self.register_levels();
+    }
+
+    /// The gauges and histograms (the counters are in [`Metrics::register`]).
+    fn register_levels(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "remixd_pending",
             "Files waiting in the inbox",

@@ -218,6 +218,27 @@ fn figure(
 }
 
 /// One published job. `here` is false when its folder is no longer in the outbox.
+/// What was asked and what it cost, below a row's pictures.
+fn facts(out: &mut String, row: &Row, operation: &str) {
+    fact(out, "Prompt", row.prompt.as_deref().unwrap_or("(none)"));
+    fact(out, "Operation", operation);
+    if !row.fields.is_empty() {
+        let sent: Vec<String> = row
+            .fields
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        fact(out, "Sent", &sent.join("; "));
+    }
+    fact(out, "Finished", &shown_time(&row.at));
+    let cost = match (row.cost_usd, row.provider.as_deref()) {
+        (Some(usd), _) => format!("${usd:.2}"),
+        (None, Some("dry-run")) => "none (dry run)".to_owned(),
+        (None, _) => "not recorded".to_owned(),
+    };
+    fact(out, "Cost", &cost);
+}
+
 pub(crate) fn outbox_row(row: &Row, up: &str, here: bool) -> String {
     let mut out = String::with_capacity(1500);
     let _ = write!(
@@ -261,27 +282,7 @@ pub(crate) fn outbox_row(row: &Row, up: &str, here: bool) -> String {
         );
     }
     out.push_str("</div><dl>");
-    fact(
-        &mut out,
-        "Prompt",
-        row.prompt.as_deref().unwrap_or("(none)"),
-    );
-    fact(&mut out, "Operation", operation);
-    if !row.fields.is_empty() {
-        let sent: Vec<String> = row
-            .fields
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        fact(&mut out, "Sent", &sent.join("; "));
-    }
-    fact(&mut out, "Finished", &shown_time(&row.at));
-    let cost = match (row.cost_usd, row.provider.as_deref()) {
-        (Some(usd), _) => format!("${usd:.2}"),
-        (None, Some("dry-run")) => "none (dry run)".to_owned(),
-        (None, _) => "not recorded".to_owned(),
-    };
-    fact(&mut out, "Cost", &cost);
+    facts(&mut out, row, operation);
     let _ = write!(
         out,
         "</dl><p class=\"links\"><a href=\"{dir}/\">job folder</a> · <a href=\"{dir}/metadata.json\">metadata.json</a></p></article>"

@@ -180,14 +180,7 @@ impl Writer {
         if first_too {
             pages.insert(1);
         }
-        let (folder, up, title) = match subdir {
-            None => (outbox.clone(), String::new(), "remixd outbox".to_owned()),
-            Some(d) => (
-                outbox.join(d),
-                "../".repeat(d.split('/').count()),
-                format!("remixd outbox: {d}"),
-            ),
-        };
+        let (folder, up, title) = listing_place(outbox, subdir);
         if !pages.is_empty() {
             std::fs::create_dir_all(&folder).map_err(|e| (folder.clone(), e))?;
         }
@@ -197,6 +190,7 @@ impl Writer {
                 .filter_map(|k| self.model.row(k))
                 .map(|row| render::outbox_row(row, &up, outbox.join(&row.dir).is_dir()))
                 .collect();
+            let first = page == 1;
             let html = render::page(
                 &Page {
                     up: up.clone(),
@@ -204,12 +198,8 @@ impl Writer {
                     page,
                     pages: listing.pages(),
                     total: listing.len(),
-                    now: if page == 1 {
-                        now.map(str::to_owned)
-                    } else {
-                        None
-                    },
-                    filter: (page == 1).then_some((subdirs, subdir)),
+                    now: now.filter(|_| first).map(str::to_owned),
+                    filter: first.then_some((subdirs, subdir)),
                     inline_css: false,
                     intro: None,
                 },
@@ -336,4 +326,19 @@ fn write_file(scratch: &Path, path: &Path, text: &str) -> Result<(), (PathBuf, s
             tmp.persist(path).map(drop).map_err(|e| e.error)
         });
     result.map_err(|e| (path.to_path_buf(), e))
+}
+/// Where a listing's pages go, the way back up to the outbox from there, and their title.
+fn listing_place(outbox: &Path, subdir: Option<&str>) -> (PathBuf, String, String) {
+    match subdir {
+        None => (
+            outbox.to_path_buf(),
+            String::new(),
+            "remixd outbox".to_owned(),
+        ),
+        Some(d) => (
+            outbox.join(d),
+            "../".repeat(d.split('/').count()),
+            format!("remixd outbox: {d}"),
+        ),
+    }
 }

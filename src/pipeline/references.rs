@@ -69,26 +69,10 @@ pub(super) fn copy_all(
                      {MAX_REFERENCE_BYTES} bytes (10 MB) the API takes; use smaller files"
                 ))));
             }
-            let copy_name = format!("{field}-{}", i + 1);
-            let copy = refs.join(&copy_name);
-            let (bytes, sha256) = match copy_into(source, &copy)? {
-                Ok(done) => done,
+            match copy_one(source, refs, field, i, &rel)? {
+                Ok(copy) => copies.push(copy),
                 Err(m) => return Ok(Err(problem(m))),
-            };
-            let info = match inspect(&copy) {
-                Ok(info) => info,
-                Err(m) => return Ok(Err(problem(m))),
-            };
-            copies.push(RefCopy {
-                field: (*field).to_owned(),
-                file: escape_name(rel.as_os_str().as_bytes()),
-                copy: copy_name,
-                bytes,
-                sha256,
-                format: info.format,
-                width: info.width,
-                height: info.height,
-            });
+            }
         }
     }
     fsx::sync_dir(refs).context("syncing the job's reference folder", refs)?;
@@ -209,6 +193,32 @@ fn walk(inbox: &OwnedFd, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
         dir = Some(next);
     }
     rustix::fs::openat(dir.as_ref().unwrap_or(inbox), *last, flags, Mode::empty())
+}
+
+/// Copies one opened reference into `refs` as `FIELD-N`, hashed, synced and inspected.
+fn copy_one(
+    source: Source,
+    refs: &Path,
+    field: &str,
+    index: usize,
+    rel: &Path,
+) -> Result<Result<RefCopy, String>, FsError> {
+    let copy_name = format!("{field}-{}", index + 1);
+    let copy = refs.join(&copy_name);
+    let (bytes, sha256) = match copy_into(source, &copy)? {
+        Ok(done) => done,
+        Err(m) => return Ok(Err(m)),
+    };
+    Ok(inspect(&copy).map(|info| RefCopy {
+        field: field.to_owned(),
+        file: escape_name(rel.as_os_str().as_bytes()),
+        copy: copy_name,
+        bytes,
+        sha256,
+        format: info.format,
+        width: info.width,
+        height: info.height,
+    }))
 }
 
 /// Streams the open reference into `dest`, hashing it, and syncs the copy. `Ok(Err)` when

@@ -40,34 +40,17 @@ pub(super) async fn run(ctx: &Ctx, job: &mut Job) -> Result<Result<Answer, Verdi
         journal_attempt(job)?;
         let started = Instant::now();
         let sent = ctx.api.submit(&files, &request).await?;
-        let api_ms = started.elapsed().as_millis() as u64;
-        ctx.metrics
-            .request(http_status(&sent.outcome), started.elapsed());
-        job.rec.timings.api_ms += api_ms;
-        let billable = billing::may_be_billed(&sent.outcome, sent.upload_completed);
-        job.rec.billable_attempts += u32::from(billable);
-        if billable {
-            ctx.metrics.spend(price);
-        }
-        let ticket = permit.ticket(billable);
-        drop(permit);
-        log_answer(&sent.outcome, api_ms);
-        let signal = signal(&sent.outcome);
-        if let Signal::Images(n) = signal {
-            ctx.metrics.images(u64::from(n));
-        }
-        ctx.gate.report(signal, ticket);
+        account(ctx, job, &sent, started, price, permit);
         if let Some(verdict) = lost(&sent, &job.config.retry) {
             return Ok(Err(verdict));
         }
-        let outcome = sent.outcome;
         let health = Health {
             paused: ctx.gate.paused().is_some(),
             worked_since_first_failure: ctx
                 .gate
                 .worked_since(retries.first_failure.unwrap_or(started)),
         };
-        let (decision, failures) = judge(outcome, retries.failures, health, &job.config.retry);
+        let (decision, failures) = judge(sent.outcome, retries.failures, health, &job.config.retry);
         retries.count(failures, started);
         match decision {
             Decision::Done(end) => return Ok(end),
@@ -85,6 +68,35 @@ pub(super) async fn run(ctx: &Ctx, job: &mut Job) -> Result<Result<Answer, Verdi
             }
         }
     }
+}
+
+/// What a sent request counts for: time with the API, billable attempts and spend, images,
+/// the metrics, and the gate's view of the API (which frees the request's slot).
+fn account(
+    ctx: &Ctx,
+    job: &mut Job,
+    sent: &Sent,
+    started: Instant,
+    price: f64,
+    permit: crate::api::gate::Permit,
+) {
+    let api_ms = started.elapsed().as_millis() as u64;
+    ctx.metrics
+        .request(http_status(&sent.outcome), started.elapsed());
+    job.rec.timings.api_ms += api_ms;
+    let billable = billing::may_be_billed(&sent.outcome, sent.upload_completed);
+    job.rec.billable_attempts += u32::from(billable);
+    if billable {
+        ctx.metrics.spend(price);
+    }
+    let ticket = permit.ticket(billable);
+    drop(permit);
+    log_answer(&sent.outcome, api_ms);
+    let signal = signal(&sent.outcome);
+    if let Signal::Images(n) = signal {
+        ctx.metrics.images(u64::from(n));
+    }
+    ctx.gate.report(signal, ticket);
 }
 
 /// The files a request sends: the image, the inpaint mask when the operation takes one, and

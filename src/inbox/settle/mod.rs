@@ -78,6 +78,9 @@ pub struct Detected {
 /// new again (the job gave up claiming it).
 const HANDED_FOR: Duration = Duration::from_secs(600);
 
+/// How many of the oldest ready entries a claim picks among (see [`Intake::take_ready`]).
+const CLAIM_SPREAD: usize = 16;
+
 type FolderId = u32;
 type EntryId = u32;
 
@@ -370,7 +373,14 @@ impl Intake {
     ) -> Vec<Decision> {
         let mut out = Vec::new();
         while out.len() < capacity {
-            let Some(id) = self.ready.pop_front() else {
+            // Oldest first, but not in lockstep with other processes on this inbox: they see
+            // the same files become ready in the same order, and taking the same one at the
+            // same moment wastes a claim. A pick among the next few spreads them out.
+            let window = self.ready.len().min(CLAIM_SPREAD);
+            if window == 0 {
+                break;
+            }
+            let Some(id) = self.ready.swap_remove_front(fastrand::usize(..window)) else {
                 break;
             };
             if self.slot(id).is_none_or(|e| e.phase != Phase::Ready) {
