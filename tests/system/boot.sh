@@ -265,7 +265,7 @@ check "the outbox job folder is readable by the group (metadata.json 660 remix)"
 
 # --- STATUS, reload, journal, stop ---------------------------------------------------------
 
-status_pattern='^pending [0-9]+, in flight [0-9]+, completed [0-9]+, quarantined [0-9]+ \(since start\); today: done [0-9]+, quarantined [0-9]+, [0-9]+ images; API ok$'
+status_pattern='^pending [0-9]+, in flight [0-9]+, completed [0-9]+, quarantined [0-9]+ \(since start\); today: done [0-9]+, quarantined [0-9]+, [0-9]+ images, \$[0-9]+\.[0-9][0-9] \(whole deployment\); API ok$'
 status_counts() {
     local text=""
     for _ in $(seq 100); do
