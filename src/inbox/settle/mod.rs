@@ -11,7 +11,6 @@
 //! the meantime goes back to settling.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,8 +21,8 @@ use tokio::time::Instant;
 use super::{EntryType, NameKind, Snapshot, classify_name};
 use crate::job::JobId;
 use crate::job::verdict::Reason;
-use crate::sidecar::mask_candidates;
-use crate::sidecar::sidecar_candidates;
+use index::{Folders, KeyBuf};
+use pairing::{Pairing, stem};
 
 /// Timings the intake works with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,63 +145,6 @@ impl Entry {
             Phase::Ready => true,
             _ => !self.is_companion(),
         }
-    }
-}
-
-/// A hash key of a folder id and a name, built on the stack for lookups (names are at most
-/// 255 bytes on every filesystem remixd serves; longer ones go to the heap).
-struct KeyBuf {
-    stack: [u8; 4 + 255],
-    heap: Vec<u8>,
-    len: usize,
-}
-
-impl KeyBuf {
-    fn new(folder: FolderId, name: &[u8]) -> Self {
-        let mut key = Self {
-            stack: [0; 4 + 255],
-            heap: Vec::new(),
-            len: 4 + name.len(),
-        };
-        if name.len() <= 255 {
-            key.stack[..4].copy_from_slice(&folder.to_le_bytes());
-            key.stack[4..key.len].copy_from_slice(name);
-        } else {
-            key.heap.extend_from_slice(&folder.to_le_bytes());
-            key.heap.extend_from_slice(name);
-        }
-        key
-    }
-
-    fn bytes(&self) -> &[u8] {
-        if self.heap.is_empty() {
-            &self.stack[..self.len]
-        } else {
-            &self.heap
-        }
-    }
-}
-
-/// Folder paths relative to the inbox, interned: entries keep a 4-byte id, not a path.
-#[derive(Debug, Default)]
-struct Folders {
-    paths: Vec<PathBuf>,
-    ids: HashMap<PathBuf, FolderId>,
-}
-
-impl Folders {
-    fn intern(&mut self, folder: &Path) -> FolderId {
-        if let Some(&id) = self.ids.get(folder) {
-            return id;
-        }
-        let id = FolderId::try_from(self.paths.len()).unwrap_or(FolderId::MAX);
-        self.paths.push(folder.to_path_buf());
-        self.ids.insert(folder.to_path_buf(), id);
-        id
-    }
-
-    fn path(&self, id: FolderId) -> &Path {
-        &self.paths[id as usize]
     }
 }
 
@@ -590,49 +532,6 @@ impl Intake {
         }
     }
 
-    /// A sidecar or mask came, settled, changed or went: the settled images that would take
-    /// it look again.
-    fn wake_images_of(&mut self, folder: FolderId, sidecar: &[u8], now: Instant) {
-        for image in self.images_wanting(folder, sidecar) {
-            if matches!(
-                self.entry(image).phase,
-                Phase::AwaitPair | Phase::AwaitSidecar | Phase::Ready
-            ) {
-                self.wake_image(image, now);
-            }
-        }
-    }
-
-    /// A settled image decides: ready with its settled sidecar, waiting for a sidecar that
-    /// is still settling, or waiting out `sidecar_wait` for one that is not there.
-    /// A mask still settling holds the image back too; a mask that is not there does not (only
-    /// an inpaint job needs one, and the job waits for it).
-    fn wake_image(&mut self, image: EntryId, now: Instant) {
-        let mask_settling = matches!(self.mask_of(image), Pairing::Settling);
-        match self.sidecar_of(image) {
-            _ if mask_settling => {
-                self.set_due(image, None);
-                self.set_phase(image, Phase::AwaitPair);
-            }
-            Pairing::Settled(_) if self.entry(image).phase == Phase::Ready => {}
-            Pairing::Settled(_) => self.make_ready(image),
-            Pairing::Settling => {
-                self.set_due(image, None);
-                self.set_phase(image, Phase::AwaitPair);
-            }
-            Pairing::None => {
-                let settled_at = self.entry(image).stable_since + self.timings.settle;
-                let until = settled_at + self.timings.sidecar_wait;
-                if self.once || until <= now {
-                    self.make_ready(image);
-                } else {
-                    self.set_phase(image, Phase::AwaitSidecar);
-                    self.set_due(image, Some(until));
-                }
-            }
-        }
-    }
-
     /// A settled sidecar no image takes becomes an orphan at `orphan_after` (never in `once`
     /// mode, which waits for no image that is not there).
     fn arm_orphan(&mut self, id: EntryId, now: Instant) {
@@ -676,155 +575,9 @@ impl Intake {
             _ => {}
         }
     }
-
-    /// The image's sidecar, by the SPEC's order of names: `NAME.EXT.*` before `STEM.*`.
-    fn sidecar_of(&self, image: EntryId) -> Pairing {
-        let entry = self.entry(image);
-        let folder = entry.folder();
-        for candidate in sidecar_candidates(OsStr::from_bytes(entry.name())) {
-            let key = KeyBuf::new(folder, candidate.as_bytes());
-            let Some(&s) = self.by_name.get(key.bytes()) else {
-                continue;
-            };
-            let sidecar = self.entry(s);
-            if !sidecar.is_file_sidecar() {
-                continue;
-            }
-            return match sidecar.phase {
-                Phase::Held => Pairing::Settled(s),
-                Phase::Handed(_) | Phase::Ready => continue,
-                _ => Pairing::Settling,
-            };
-        }
-        Pairing::None
-    }
-
-    /// The image's mask, `STEM.mask.*`: a hashed lookup per candidate name.
-    fn mask_of(&self, image: EntryId) -> Pairing {
-        let entry = self.entry(image);
-        let folder = entry.folder();
-        for candidate in mask_candidates(OsStr::from_bytes(entry.name())) {
-            let key = KeyBuf::new(folder, candidate.as_bytes());
-            let Some(&m) = self.by_name.get(key.bytes()) else {
-                continue;
-            };
-            let mask = self.entry(m);
-            if mask.kind != NameKind::Mask || mask.snap.kind != EntryType::File {
-                continue;
-            }
-            return match mask.phase {
-                Phase::Held => Pairing::Settled(m),
-                Phase::Handed(_) | Phase::Ready => continue,
-                _ => Pairing::Settling,
-            };
-        }
-        Pairing::None
-    }
-
-    /// The images in `folder` that would take mask `name` (`STEM.mask.EXT`): those of stem
-    /// `STEM`, by one hashed lookup.
-    fn images_wanting_mask(&self, folder: FolderId, mask: &[u8]) -> Vec<EntryId> {
-        let image_stem = &stem(mask)[..stem(mask).len().saturating_sub(b".mask".len())];
-        let mut found = self
-            .images_by_stem
-            .get(KeyBuf::new(folder, image_stem).bytes())
-            .cloned()
-            .unwrap_or_default();
-        found.retain(|&id| {
-            mask_candidates(OsStr::from_bytes(self.entry(id).name()))
-                .iter()
-                .any(|c| c.as_bytes() == mask)
-        });
-        found
-    }
-
-    /// The images in `folder` that would take sidecar `name`: `NAME` itself (`cat.png.yaml`)
-    /// or an image whose stem is `NAME` (`cat.yaml`): two hashed lookups, then a check that
-    /// the image's own candidate names include this one. For a mask, see
-    /// [`Intake::images_wanting_mask`].
-    fn images_wanting(&self, folder: FolderId, sidecar: &[u8]) -> Vec<EntryId> {
-        if classify_name(OsStr::from_bytes(sidecar)) == NameKind::Mask {
-            return self.images_wanting_mask(folder, sidecar);
-        }
-        let base = stem(sidecar);
-        let mut found = Vec::new();
-        if let Some(&id) = self.by_name.get(KeyBuf::new(folder, base).bytes()) {
-            found.push(id);
-        }
-        if let Some(ids) = self.images_by_stem.get(KeyBuf::new(folder, base).bytes()) {
-            found.extend_from_slice(ids);
-        }
-        found.sort_unstable();
-        found.dedup();
-        found.retain(|&id| {
-            let image = self.entry(id);
-            image.kind == NameKind::Image
-                && sidecar_candidates(OsStr::from_bytes(image.name()))
-                    .iter()
-                    .any(|c| c.as_bytes() == sidecar)
-        });
-        found
-    }
-
-    fn set_due(&mut self, id: EntryId, due: Option<Instant>) {
-        let Some(entry) = self.slots[id as usize].as_mut() else {
-            return;
-        };
-        if let Some(old) = entry.due.take() {
-            self.deadlines.remove(&(old, id));
-        }
-        entry.due = due;
-        if let Some(at) = due {
-            self.deadlines.insert((at, id));
-        }
-    }
-
-    fn lookup(&self, rel: &Path) -> Option<EntryId> {
-        let folder = *self
-            .folders
-            .ids
-            .get(rel.parent().unwrap_or(Path::new("")))?;
-        let name = rel.file_name()?.as_bytes();
-        self.by_name.get(KeyBuf::new(folder, name).bytes()).copied()
-    }
-
-    fn path_of(&self, id: EntryId) -> PathBuf {
-        let entry = self.entry(id);
-        self.folders
-            .path(entry.folder())
-            .join(OsStr::from_bytes(entry.name()))
-    }
-
-    fn slot(&self, id: EntryId) -> Option<&Entry> {
-        self.slots.get(id as usize).and_then(Option::as_ref)
-    }
-
-    #[allow(clippy::expect_used)] // ids come only from the indexes, which hold live entries
-    fn entry(&self, id: EntryId) -> &Entry {
-        self.slot(id).expect("a live entry id")
-    }
-
-    #[allow(clippy::expect_used)]
-    fn entry_mut(&mut self, id: EntryId) -> &mut Entry {
-        self.slots[id as usize].as_mut().expect("a live entry id")
-    }
 }
 
-/// What an image finds beside it.
-enum Pairing {
-    None,
-    Settling,
-    Settled(EntryId),
-}
-
-/// The name without its last extension (`cat.png` → `cat`); a name with no dot, or only a
-/// leading one, is its own stem.
-fn stem(name: &[u8]) -> &[u8] {
-    match name.iter().rposition(|&b| b == b'.') {
-        Some(dot) if dot > 0 => &name[..dot],
-        _ => name,
-    }
-}
-
+mod index;
+mod pairing;
 #[cfg(test)]
 mod tests;
