@@ -143,7 +143,11 @@ fn parent_of(path: &Path) -> &Path {
 /// # Errors
 /// Any I/O error; the temporary file is removed on failure.
 pub fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_durable_via(parent_of(path), path, bytes)
+    let mut tmp = temp_file_in(parent_of(path))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(parent_of(path))
 }
 
 /// Copies `from` to `to` whole or not at all (a synced temporary copy renamed into place),
@@ -173,19 +177,6 @@ pub fn write_json<T: serde::Serialize>(
 ) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     write_durable(path, &finish(bytes))
-}
-
-/// As [`write_durable`], with the temporary file in `scratch` (same filesystem as `path`), so
-/// a write cut short leaves its debris there rather than beside `path`.
-///
-/// # Errors
-/// Any I/O error; the temporary file is removed on failure.
-pub fn write_durable_via(scratch: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = temp_file_in(scratch)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(parent_of(path))
 }
 
 /// A new hidden temporary file in `dir`, created 0666 less the umask like any other file

@@ -431,7 +431,22 @@ fn interval_after(every: Duration) -> Interval {
 /// Folders created a moment ago, rescanned a few times while notify catches up.
 #[derive(Debug, Default)]
 struct FreshFolders {
-    folders: Vec<(PathBuf, Instant, Duration, usize)>,
+    folders: Vec<FreshFolder>,
+}
+
+/// A folder created a moment ago, and how many of its rescans are done.
+#[derive(Debug)]
+struct FreshFolder {
+    rel: PathBuf,
+    since: Instant,
+    window: Duration,
+    rescans: usize,
+}
+
+impl FreshFolder {
+    fn next(&self) -> Instant {
+        self.since + self.window / FRESH_RESCANS[self.rescans]
+    }
 }
 
 /// When a fresh folder is scanned again, as fractions of its window.
@@ -439,27 +454,28 @@ const FRESH_RESCANS: [u32; 3] = [12, 3, 1];
 
 impl FreshFolders {
     fn add(&mut self, rel: PathBuf, now: Instant, window: Duration) {
-        self.folders.retain(|(p, ..)| *p != rel);
-        self.folders.push((rel, now, window, 0));
+        self.folders.retain(|f| f.rel != rel);
+        self.folders.push(FreshFolder {
+            rel,
+            since: now,
+            window,
+            rescans: 0,
+        });
     }
 
     fn next(&self) -> Option<Instant> {
-        self.folders
-            .iter()
-            .map(|(_, since, window, step)| *since + *window / FRESH_RESCANS[*step])
-            .min()
+        self.folders.iter().map(FreshFolder::next).min()
     }
 
     fn due(&mut self, now: Instant) -> Vec<PathBuf> {
         let mut due = Vec::new();
-        for (rel, since, window, step) in &mut self.folders {
-            if *since + *window / FRESH_RESCANS[*step] <= now {
-                due.push(rel.clone());
-                *step += 1;
+        for folder in &mut self.folders {
+            if folder.next() <= now {
+                due.push(folder.rel.clone());
+                folder.rescans += 1;
             }
         }
-        self.folders
-            .retain(|(.., step)| *step < FRESH_RESCANS.len());
+        self.folders.retain(|f| f.rescans < FRESH_RESCANS.len());
         due
     }
 }

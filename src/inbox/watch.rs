@@ -142,7 +142,7 @@ impl Scope {
         self.walk(
             rel,
             |dir, entries| {
-                for (name, _) in entries {
+                for name in entries {
                     let rel = dir.join(&name);
                     if let Ok(meta) = fs::symlink_metadata(self.inbox.join(&rel)) {
                         if let Some(snap) = Snapshot::from_metadata(&meta) {
@@ -164,22 +164,19 @@ impl Scope {
         self.walk(
             Path::new(""),
             |dir, entries| {
-                listing.folders.push((
-                    dir.to_path_buf(),
-                    entries.into_iter().map(|(n, _)| n).collect(),
-                ));
+                listing.folders.push((dir.to_path_buf(), entries));
             },
             &mut listing.unlisted,
         );
         listing
     }
 
-    /// Reads every folder below `rel` once, handing each folder's non-folder entries (name,
-    /// and whether `readdir` says it is a plain file) to `visit`.
+    /// Reads every folder below `rel` once, handing the names of each folder's non-folder
+    /// entries to `visit`.
     fn walk(
         &self,
         rel: &Path,
-        mut visit: impl FnMut(&Path, Vec<(OsString, bool)>),
+        mut visit: impl FnMut(&Path, Vec<OsString>),
         unlisted: &mut Vec<PathBuf>,
     ) {
         let mut stack = vec![rel.to_path_buf()];
@@ -200,7 +197,7 @@ impl Scope {
                         stack.push(dir.join(&name));
                     }
                 } else if !inbox::is_ignored_name(&name) {
-                    files.push((name, kind.is_file()));
+                    files.push(name);
                 }
             }
             visit(&dir, files);

@@ -220,12 +220,6 @@ impl JobDir {
         Ok(record)
     }
 
-    /// Whether the journal file exists.
-    #[must_use]
-    pub fn has_journal(&self) -> bool {
-        self.journal_path().exists()
-    }
-
     /// Removes the job folder once its files have gone to the outbox or quarantine. Refuses
     /// (leaves everything) if `files/` still holds anything.
     pub fn remove(&self) -> Result<(), FsError> {

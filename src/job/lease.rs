@@ -68,10 +68,7 @@ impl Owner {
     /// This owner's id (its folder's name under `owners/`), logged at start.
     #[must_use]
     pub fn id(&self) -> String {
-        self.root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        owner_id(&self.root)
     }
 
     /// What this owner's lease says about it.
@@ -230,10 +227,7 @@ impl Peer {
     /// The owner's id (its folder's name).
     #[must_use]
     pub fn id(&self) -> String {
-        self.root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        owner_id(&self.root)
     }
 
     /// The lease rule, seen from `host` at `now`: dead when its process is gone from this
@@ -276,6 +270,13 @@ fn remove_if_empty(owner: &Path) {
         let _ = fs::remove_file(owner.join(LEASE_FILE));
         let _ = fs::remove_dir(owner);
     }
+}
+
+/// An owner's id: its folder's name under `owners/`.
+fn owner_id(root: &Path) -> String {
+    root.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// This host's name, as leases record it.

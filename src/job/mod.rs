@@ -359,6 +359,15 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// The operation its request is for (`remix` before the request is built).
+    #[must_use]
+    pub fn operation(&self) -> crate::sidecar::Operation {
+        self.request
+            .as_ref()
+            .map(|r| r.operation)
+            .unwrap_or_default()
+    }
+
     /// Whether the job sends a character reference (priced higher).
     #[must_use]
     pub fn sends_character_reference(&self) -> bool {

@@ -86,13 +86,7 @@ pub(super) async fn run(
     answer: &Answer,
 ) -> Result<Result<Vec<Option<Downloaded>>, Verdict>, FsError> {
     let files = job.dir.files();
-    let operation = job
-        .rec
-        .request
-        .as_ref()
-        .map(|r| r.operation)
-        .unwrap_or_default();
-    let stem = format!("{}-{operation}", job.rec.source.stem());
+    let stem = format!("{}-{}", job.rec.source.stem(), job.rec.operation());
     let retry = &job.config.retry;
     let limits = DownloadLimits {
         timeout: job.config.api.request_timeout,

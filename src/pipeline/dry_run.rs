@@ -30,7 +30,7 @@ pub(super) fn run(ctx: &Ctx, job: &mut Job, image: ImageInfo) -> Result<Answer, 
         let name = format!(
             "{}-{}-{i}.{}",
             job.rec.source.stem(),
-            request.map(|r| r.operation).unwrap_or_default(),
+            job.rec.operation(),
             image.format.ext()
         );
         let dest = files.join(&name);

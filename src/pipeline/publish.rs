@@ -35,11 +35,7 @@ pub(super) fn begin(
     let config = &*job.config;
     let rec = &job.rec;
     let (source, sidecar) = describe(&files, &rec.source);
-    let operation = rec
-        .request
-        .as_ref()
-        .map(|r| r.operation)
-        .unwrap_or_default();
+    let operation = rec.operation();
     let at = |t: Option<SystemTime>| t.map(rfc3339);
     let metadata = Metadata {
         job_id: rec.job_id.to_string(),
@@ -75,14 +71,7 @@ pub(super) fn begin(
 /// Moves the job's folder into the outbox at `dest` and logs `job.completed`.
 pub(super) fn complete(job: &Job, dest: &Path) -> Result<(), FsError> {
     finish::finish_move(&job.dir, &job.rec, dest, METADATA_FILE)?;
-    let marker = format!(
-        "-{}-",
-        job.rec
-            .request
-            .as_ref()
-            .map(|r| r.operation)
-            .unwrap_or_default()
-    );
+    let marker = format!("-{}-", job.rec.operation());
     let outputs = std::fs::read_dir(dest).map_or(0, |d| {
         d.filter_map(Result::ok)
             .filter(|e| e.file_name().to_string_lossy().contains(&marker))

@@ -115,12 +115,7 @@ fn file_parts(job: &Job) -> Vec<FilePart> {
         path: files.join(source.file_os()),
         stem: source.stem().to_owned(),
     }];
-    let operation = job
-        .rec
-        .request
-        .as_ref()
-        .map(|r| r.operation)
-        .unwrap_or_default();
+    let operation = job.rec.operation();
     if let (true, Some(name), Some(os)) = (operation.needs_mask(), &source.mask, source.mask_os()) {
         parts.push(FilePart {
             field: "mask".into(),

@@ -33,16 +33,6 @@ fn job_dir(root: &Path, subdir: &str, name: &str) -> PathBuf {
     dirs.into_iter().next().unwrap()
 }
 
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 fn metadata(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("metadata.json")).unwrap()).unwrap()
 }
@@ -107,7 +97,7 @@ fn each_operation_runs_end_to_end() {
             assert!(up.files_named("mask").is_empty(), "{op} sent a mask");
         }
         want.sort();
-        assert_eq!(files_in(&dir), want, "{op}");
+        assert_eq!(crate::asserts::entries(&dir), want, "{op}");
     }
     let reframe = only_upload_of(&fake, &pngs[1]);
     assert_eq!(reframe.field("prompt"), None, "reframe takes no prompt");
