@@ -227,7 +227,7 @@ impl IntakeLoop {
             reason = reason.name(),
             "scanning the whole inbox"
         );
-        let scan = self.scope.scan(Path::new(""));
+        let scan = self.scan(Path::new(""));
         for (rel, snap) in scan.found {
             self.observe(&rel, Some(snap));
         }
@@ -257,8 +257,25 @@ impl IntakeLoop {
     }
 
     fn scan_folder(&mut self, rel: &Path) {
-        for (found, snap) in self.scope.scan(rel).found {
+        for (found, snap) in self.scan(rel).found {
             self.observe(&found, Some(snap));
+        }
+    }
+
+    /// Scans below `rel`, watching each folder just before it is read when events are native.
+    fn scan(&mut self, rel: &Path) -> watch::Scan {
+        match (&mut self.watcher, self.mode) {
+            (Some(watcher), Mode::Native) => {
+                let inbox = &self.scope.inbox;
+                // The root is watched from the start (`Path::join("")` would name it anew).
+                let mut watch = |dir: &Path| {
+                    if !dir.as_os_str().is_empty() {
+                        watcher.watch_folder(&inbox.join(dir));
+                    }
+                };
+                self.scope.scan_watching(rel, &mut watch)
+            }
+            _ => self.scope.scan(rel),
         }
     }
 

@@ -6,7 +6,9 @@
 //!
 //! notify's callback only classifies and `try_send`s; a full channel or an overflow raises a
 //! flag and wakes the loop, which turns it into a rescan, so no change is ever dropped
-//! silently. A poll only reads folders (`readdir`): what it finds new is `stat`ed, and what
+//! silently. Each folder the inbox covers gets its own watch, added by the scan that reads it
+//! just before the read: remixd's work area (by default `<inbox>/.remixd`), hidden folders
+//! and asset folders are never watched, so a job's own steps raise no events. A poll only reads folders (`readdir`): what it finds new is `stat`ed, and what
 //! is still settling is `stat`ed when its deadline comes, never everything on every poll.
 
 use std::ffi::OsString;
@@ -138,9 +140,17 @@ impl Scope {
     /// and the folders that could not be read this time.
     #[must_use]
     pub fn scan(&self, rel: &Path) -> Scan {
+        self.scan_watching(rel, &mut |_| {})
+    }
+
+    /// [`Scope::scan`], handing each folder to `watch` just before it is read: a file created
+    /// after the watch raises an event, one created before is in the listing.
+    #[must_use]
+    pub fn scan_watching(&self, rel: &Path, watch: &mut dyn FnMut(&Path)) -> Scan {
         let mut scan = Scan::default();
         self.walk(
             rel,
+            watch,
             |dir, entries| {
                 for name in entries {
                     let rel = dir.join(&name);
@@ -163,6 +173,7 @@ impl Scope {
         let mut listing = Listing::default();
         self.walk(
             Path::new(""),
+            &mut |_| {},
             |dir, entries| {
                 listing.folders.push((dir.to_path_buf(), entries));
             },
@@ -171,16 +182,18 @@ impl Scope {
         listing
     }
 
-    /// Reads every folder below `rel` once, handing the names of each folder's non-folder
-    /// entries to `visit`.
+    /// Reads every folder below `rel` once, handing it to `before_read` first and then the
+    /// names of its non-folder entries to `visit`.
     fn walk(
         &self,
         rel: &Path,
+        before_read: &mut dyn FnMut(&Path),
         mut visit: impl FnMut(&Path, Vec<OsString>),
         unlisted: &mut Vec<PathBuf>,
     ) {
         let mut stack = vec![rel.to_path_buf()];
         while let Some(dir) = stack.pop() {
+            before_read(&dir);
             let Ok(entries) = fs::read_dir(self.inbox.join(&dir)) else {
                 unlisted.push(dir);
                 continue;
@@ -275,10 +288,8 @@ pub struct Chosen {
 
 /// A running watcher. Dropping it stops the native events.
 pub struct Watcher {
-    _native: Option<notify::RecommendedWatcher>,
-    overflow: Arc<AtomicBool>,
-    degraded: Arc<AtomicBool>,
-    wake: Arc<Notify>,
+    native: Option<notify::RecommendedWatcher>,
+    flags: Arc<Flags>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -291,20 +302,36 @@ impl Watcher {
     /// Whether events were lost since the last call (queue full, overflow, watcher error).
     #[must_use]
     pub fn take_overflow(&self) -> bool {
-        self.overflow.swap(false, Ordering::AcqRel)
+        self.flags.overflow.swap(false, Ordering::AcqRel)
     }
 
     /// Whether native events became untrustworthy (the inotify watch limit was reached), so
     /// the inbox must be polled from now on.
     #[must_use]
     pub fn take_degraded(&self) -> bool {
-        self.degraded.swap(false, Ordering::AcqRel)
+        self.flags.degraded.swap(false, Ordering::AcqRel)
     }
 
     /// Resolves when the watcher has raised a flag ([`Watcher::take_overflow`],
     /// [`Watcher::take_degraded`]) since the last call.
     pub async fn flagged(&self) {
-        self.wake.notified().await;
+        self.flags.wake.notified().await;
+    }
+
+    /// Watches one folder's own entries (`folder` absolute). Watching a folder twice is one
+    /// watch; a folder gone meanwhile is skipped (its parent's event or the next scan says
+    /// so); running out of inotify watches raises the degraded flag.
+    pub fn watch_folder(&mut self, folder: &Path) {
+        let Some(native) = &mut self.native else {
+            return;
+        };
+        if let Err(e) = native.watch(folder, notify::RecursiveMode::NonRecursive) {
+            if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+                self.flags.raise(true);
+            } else {
+                tracing::debug!(folder = %folder.display(), error = %e, "folder not watched");
+            }
+        }
     }
 }
 
@@ -313,9 +340,6 @@ impl Watcher {
 /// a network or FUSE filesystem (`auto`); a native watcher that cannot start (no inotify
 /// watches left) falls back to polling.
 pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Watcher, Chosen) {
-    let overflow = Arc::new(AtomicBool::new(false));
-    let degraded = Arc::new(AtomicBool::new(false));
-    let wake = Arc::new(Notify::new());
     let network = network_fs_name(&scope.inbox);
     let wants_native = match mode {
         WatchMode::Poll => false,
@@ -342,13 +366,9 @@ pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Wat
             why: "the inbox is on a local filesystem".into(),
         },
     };
-    let flags = Flags {
-        overflow: Arc::clone(&overflow),
-        degraded: Arc::clone(&degraded),
-        wake: Arc::clone(&wake),
-    };
+    let flags = Arc::new(Flags::default());
     let native = if wants_native {
-        match native_watcher(scope, tx, flags) {
+        match native_watcher(scope, tx, Arc::clone(&flags)) {
             Ok(w) => Some(w),
             Err(e) => {
                 chosen = Chosen {
@@ -361,18 +381,11 @@ pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Wat
     } else {
         None
     };
-    (
-        Watcher {
-            _native: native,
-            overflow,
-            degraded,
-            wake,
-        },
-        chosen,
-    )
+    (Watcher { native, flags }, chosen)
 }
 
 /// What notify's callback raises when events cannot be trusted, and how it wakes the loop.
+#[derive(Default)]
 struct Flags {
     overflow: Arc<AtomicBool>,
     degraded: Arc<AtomicBool>,
@@ -392,10 +405,11 @@ impl Flags {
 fn native_watcher(
     scope: &Scope,
     tx: mpsc::Sender<WatchMsg>,
-    flags: Flags,
+    flags: Arc<Flags>,
 ) -> notify::Result<notify::RecommendedWatcher> {
-    // remixd's own folders inside the inbox (the work area) change with every job step; their
-    // events are dropped here so they cannot crowd out the inbox's.
+    // remixd's own folders inside the inbox are never watched (see `Watcher::watch_folder`);
+    // a watch a user's folder shares with one of them (the outbox inside the inbox) still
+    // reports its name, which is dropped here.
     let exclude = scope.exclude.clone();
     let handler = move |res: notify::Result<notify::Event>| match res {
         Ok(event) if event.need_rescan() => flags.raise(false),
@@ -416,7 +430,10 @@ fn native_watcher(
     };
     let config = notify::Config::default().with_follow_symlinks(false);
     let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
-    watcher.watch(&scope.inbox, notify::RecursiveMode::Recursive)?;
+    // Only the root here: the start scan watches each folder below it as it reads it. A
+    // recursive watch would also cover the work area, whose every job step would raise
+    // events (and a new watch per job folder) only to be dropped.
+    watcher.watch(&scope.inbox, notify::RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }
 

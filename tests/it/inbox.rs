@@ -303,3 +303,100 @@ fn a_file_rewritten_after_it_settled_is_taken_in_its_new_form() {
     d.stop();
     assert_nothing_lost(&env);
 }
+
+/// Issue 7, watching: each folder the inbox covers has a watch of its own and remixd's work
+/// area (`<inbox>/.remixd`) has none, so a job's own steps raise no events. A folder made,
+/// moved in or renamed long after start is watched as well: a file dropped into it later is
+/// seen by its event, with the reconcile rescan an hour away.
+#[test]
+fn each_inbox_folder_is_watched_and_the_work_area_is_not() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.inbox.join("brand/2026")).unwrap();
+    std::fs::create_dir_all(env.inbox.join("kept/deep")).unwrap();
+    let (_fake, mut d) = start_with_fake(
+        &env,
+        &[("watch.mode", "native"), ("watch.rescan_interval", "1h")],
+    );
+    env.drop_file("first.txt", "first");
+    env.drop_file("first.png", images::png(20, 20, 950));
+    d.wait_completed("first.png");
+
+    let outside = env.config_path.parent().unwrap().join("staging");
+    std::fs::create_dir_all(outside.join("deep")).unwrap();
+    std::fs::rename(&outside, env.inbox.join("moved")).unwrap();
+    std::fs::create_dir(env.inbox.join("later")).unwrap();
+    std::fs::rename(env.inbox.join("brand"), env.inbox.join("renamed")).unwrap();
+    // Past the few seconds in which a new folder is rescanned whatever its events say.
+    std::thread::sleep(Duration::from_secs(5));
+    let dropped = [
+        "later/a.png",
+        "moved/b.png",
+        "moved/deep/c.png",
+        "renamed/2026/d.png",
+        "kept/deep/e.png",
+    ];
+    for (i, rel) in dropped.iter().enumerate() {
+        env.drop_file(&rel.replace(".png", ".txt"), "found by its event");
+        env.drop_file(rel, images::png(20, 20, 951 + i as u64));
+    }
+    for rel in dropped {
+        d.wait_completed(rel);
+    }
+
+    let watched = inotify_watched_inodes(d.pid());
+    let ino =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    for folder in [
+        "",
+        "kept",
+        "kept/deep",
+        "later",
+        "moved",
+        "moved/deep",
+        "renamed",
+        "renamed/2026",
+    ] {
+        assert!(
+            watched.contains(&ino(&env.inbox.join(folder))),
+            "inbox/{folder} is not watched: {watched:?}"
+        );
+    }
+    let work_area = env.inbox.join(".remixd");
+    let mut stack = vec![work_area.clone()];
+    let mut work_folders = 0;
+    while let Some(dir) = stack.pop() {
+        assert!(
+            !watched.contains(&ino(&dir)),
+            "{} in the work area is watched",
+            dir.display()
+        );
+        work_folders += 1;
+        for entry in std::fs::read_dir(&dir).unwrap().filter_map(Result::ok) {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    assert!(work_folders > 3, "the work area has its folders");
+    d.stop();
+    assert_nothing_lost(&env);
+}
+
+/// The inodes a process's inotify instances watch, from `/proc/PID/fdinfo`.
+fn inotify_watched_inodes(pid: u32) -> Vec<u64> {
+    let mut inodes = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let Ok(text) = std::fs::read_to_string(entry.unwrap().path()) else {
+            continue;
+        };
+        for line in text.lines().filter(|l| l.starts_with("inotify wd:")) {
+            let ino = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("ino:"))
+                .expect("an inotify line names its inode");
+            inodes.push(u64::from_str_radix(ino, 16).unwrap());
+        }
+    }
+    assert!(!inodes.is_empty(), "no inotify watch found for pid {pid}");
+    inodes
+}
