@@ -225,6 +225,9 @@ fn roff_escape(text: &str) -> String {
 }
 
 /// The man page's sections that clap does not know: exit statuses, files, where to read on.
+/// The most runtime workers a daemon starts, whatever `limits.concurrency` says.
+const MAX_WORKERS: usize = 64;
+
 const MAN_EXTRA: &str = r#".SH "EXIT STATUS"
 .TP
 0
@@ -269,7 +272,14 @@ fn run(args: &RunArgs) -> Result<(), DaemonError> {
     apply_umask(config.umask);
     let logging = logging::init(config.logging.format, &config.logging.level)
         .map_err(|e| DaemonError::Logging(e.to_string()))?;
+    // A job's file steps (each fsync above all) run on the runtime's workers and hold one
+    // while the disk answers. With one worker per core, a 2-core machine had two such steps
+    // in flight and everything else waited behind them; one worker per job slot besides one
+    // per core keeps the intake loop and the HTTP client going whatever the disk does.
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let workers = (cores + crate::inbox::intake_loop::job_slots(&config)).min(MAX_WORKERS);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;

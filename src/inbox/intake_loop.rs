@@ -61,6 +61,14 @@ pub struct IntakeParts {
     pub publisher: Publisher,
 }
 
+/// How many jobs may be under way at once, claimed and not yet ended (fixed at start). Jobs
+/// past the API's concurrency wait claimed in the work area; keeping that queue short leaves
+/// the rest in the inbox for other remixd processes to take.
+#[must_use]
+pub fn job_slots(config: &Config) -> usize {
+    config.limits.concurrency * 2 + 2
+}
+
 /// The loop's state: the inbox bookkeeping and the timers.
 pub struct IntakeLoop {
     ctx: Arc<Ctx>,
@@ -83,9 +91,7 @@ impl IntakeLoop {
     #[must_use]
     pub fn new(parts: IntakeParts) -> Self {
         let config = parts.ctx.config();
-        // Jobs past the API's concurrency wait claimed in the work area; keeping that queue
-        // short leaves the rest in the inbox for other remixd processes to take.
-        let slots = config.limits.concurrency * 2 + 2;
+        let slots = job_slots(&config);
         Self {
             intake: Intake::new(timings(&config), parts.mode == Mode::Once),
             slots: Arc::new(Semaphore::new(slots)),

@@ -4,6 +4,9 @@ test fake API (`system_helper serve`, tests/system/helper.rs) on loopback, answe
 
     tests/bench/intake.py [--sizes 500,2000,8000,20000] [--only drop,backlog,idle,latency]
 
+The work folders are made under $TMPDIR (default /tmp); point it at another filesystem to
+measure there, e.g. a journaled ext4 when the root one has no journal (see LEFT below).
+
 It reports:
 - drop: N images (64 KiB PNG + .txt sidecar each) renamed at once from a staging folder on
   the same filesystem into the inbox; time until every job's `job.completed` line (each one
@@ -35,6 +38,10 @@ import tempfile
 import time
 import zlib
 
+# Work folders are removed only when the whole bench is done: on an ext4 without a journal,
+# every inode freed in the last minutes makes each new file's allocation scan past it (the
+# kernel's `recently_deleted`), so removing one run's 20,000 files would slow the next run.
+LEFT = []
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 KEY = "sk-test-Qz7wX2vLk9"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -209,7 +216,7 @@ def bench_drop(remixd, fake_bin, n):
         fake.stop()
         return n / secs, cpu * 1000 / n, rss
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        LEFT.append(work)
 
 
 def bench_backlog(remixd, mode, n=20000):
@@ -228,7 +235,7 @@ def bench_backlog(remixd, mode, n=20000):
         d.stop()
         return cpu, rss
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        LEFT.append(work)
 
 
 def bench_idle(remixd):
@@ -243,7 +250,7 @@ def bench_idle(remixd):
         d.stop()
         return cpu
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        LEFT.append(work)
 
 
 def parse_ts(text):
@@ -279,7 +286,7 @@ def bench_latency(remixd, fake_bin, backlog):
         fake.stop()
         return lat[len(lat) // 2], lat[-1]
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        LEFT.append(work)
 
 
 def main():
@@ -288,11 +295,34 @@ def main():
     ap.add_argument("--only", default="drop,backlog,idle,latency")
     ap.add_argument("--remixd", help="another remixd binary to measure (e.g. an older build)")
     args = ap.parse_args()
-    only = set(args.only.split(","))
     remixd, fake = build()
     remixd = os.path.abspath(args.remixd) if args.remixd else remixd
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"machine: {os.cpu_count()} cores, {mem:.0f} GiB; remixd {remixd}")
+    print(f"work folders on: {filesystem(tempfile.gettempdir())}")
+    try:
+        run(args, remixd, fake)
+    finally:
+        for work in LEFT:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def filesystem(path):
+    """The filesystem under path, and whether an ext* one has a journal."""
+    found = subprocess.run(["findmnt", "-no", "FSTYPE,SOURCE", "-T", path],
+                           capture_output=True, text=True).stdout.split()
+    if len(found) < 2:
+        return "unknown"
+    kind, source = found[0], found[1]
+    if kind.startswith("ext"):
+        head = subprocess.run(["dumpe2fs", "-h", source], capture_output=True, text=True)
+        if head.returncode == 0:
+            kind += " with journal" if "has_journal" in head.stdout else " without journal"
+    return f"{kind} ({source}) at {path}"
+
+
+def run(args, remixd, fake):
+    only = set(args.only.split(","))
     if "drop" in only:
         print("drop (rename N at once, fake API at 0 ms, concurrency 4, settle 100ms):")
         for n in [int(x) for x in args.sizes.split(",")]:
