@@ -29,8 +29,9 @@ use crate::shutdown::JobTracker;
 use crate::status::publish::{Loop, Publisher};
 use crate::systemd;
 
-/// How long a new folder keeps being rescanned: files may land in it before notify has
-/// added its watch.
+/// How long a new folder keeps being rescanned, as a safety net: when its event is handled it
+/// is watched and then read, which sees everything, but a folder renamed or replaced while
+/// that happened is cheap to look at again.
 const FRESH_FOLDER_WINDOW: Duration = Duration::from_secs(3);
 
 /// How often claiming is tried again while a full disk holds it back and inputs are ready.
