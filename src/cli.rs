@@ -224,10 +224,10 @@ fn roff_escape(text: &str) -> String {
     }
 }
 
-/// The man page's sections that clap does not know: exit statuses, files, where to read on.
 /// The most runtime workers a daemon starts, whatever `limits.concurrency` says.
 const MAX_WORKERS: usize = 64;
 
+/// The man page's sections that clap does not know: exit statuses, files, where to read on.
 const MAN_EXTRA: &str = r#".SH "EXIT STATUS"
 .TP
 0

@@ -8,8 +8,9 @@
 //! flag and wakes the loop, which turns it into a rescan, so no change is ever dropped
 //! silently. Each folder the inbox covers gets its own watch, added by the scan that reads it
 //! just before the read: remixd's work area (by default `<inbox>/.remixd`), hidden folders
-//! and asset folders are never watched, so a job's own steps raise no events. A poll only reads folders (`readdir`): what it finds new is `stat`ed, and what
-//! is still settling is `stat`ed when its deadline comes, never everything on every poll.
+//! and asset folders are never watched, so a job's own steps raise no events. A poll only
+//! reads folders (`readdir`): what it finds new is `stat`ed, and what is still settling is
+//! `stat`ed when its deadline comes, never everything on every poll.
 
 use std::ffi::OsString;
 use std::fs;
@@ -387,9 +388,9 @@ pub fn start(scope: &Scope, mode: WatchMode, tx: mpsc::Sender<WatchMsg>) -> (Wat
 /// What notify's callback raises when events cannot be trusted, and how it wakes the loop.
 #[derive(Default)]
 struct Flags {
-    overflow: Arc<AtomicBool>,
-    degraded: Arc<AtomicBool>,
-    wake: Arc<Notify>,
+    overflow: AtomicBool,
+    degraded: AtomicBool,
+    wake: Notify,
 }
 
 impl Flags {
