@@ -21,14 +21,6 @@ use crate::api::PauseReason;
 /// One metric's labels, as name–value pairs.
 type Labels = Vec<(&'static str, String)>;
 
-/// Every pause reason, so `remixd_api_paused` shows each one, 0 when not in force.
-const PAUSE_REASONS: [PauseReason; 4] = [
-    PauseReason::Unauthorized,
-    PauseReason::Balance,
-    PauseReason::Unavailable,
-    PauseReason::Budget,
-];
-
 /// The process's metrics. Cheap to update from any job; the registry is encoded only when
 /// the file is written.
 #[derive(Debug)]
@@ -221,7 +213,8 @@ impl Metrics {
             .set(i64::try_from(gauges.pending).unwrap_or(i64::MAX));
         self.in_flight
             .set(i64::try_from(gauges.in_flight).unwrap_or(i64::MAX));
-        for reason in PAUSE_REASONS {
+        // Every reason, so `remixd_api_paused` shows each one, 0 when not in force.
+        for reason in PauseReason::ALL {
             let on = gauges.up && gauges.paused == Some(reason);
             self.paused
                 .get_or_create(&vec![("reason", reason.name().to_owned())])

@@ -58,6 +58,15 @@ pub enum PauseReason {
 }
 
 impl PauseReason {
+    /// Every reason, in the order above.
+    pub const ALL: [Self; 5] = [
+        Self::Unauthorized,
+        Self::Balance,
+        Self::Unavailable,
+        Self::Budget,
+        Self::DailyLimit,
+    ];
+
     /// The name used in logs (`unauthorized`, `balance`, `unavailable`, `budget`,
     /// `daily_limit`).
     #[must_use]
