@@ -42,6 +42,12 @@ mod tests {
         assert_eq!(rfc3339(at), "2025-11-24T16:00:00.123Z");
         assert_eq!(utc_date().len(), 10);
         assert_eq!(now_rfc3339().len(), 24);
+        // Read on both sides of the date, so a midnight in between cannot fail it.
+        let (before, day, after) = (now_rfc3339(), utc_date(), now_rfc3339());
+        assert!(
+            before.starts_with(&day) || after.starts_with(&day),
+            "{day} is not the day of {before} or {after}"
+        );
         let left = until_next_utc_day();
         assert!(left > Duration::ZERO && left <= Duration::from_secs(86_400));
     }

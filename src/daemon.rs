@@ -107,10 +107,6 @@ fn open_shared(config: Config, once: bool) -> Result<Shared, DaemonError> {
     let owner = Owner::register(&config.work_dir)?;
     let gate = Gate::new(&config);
     gate.set_owner_dir(owner.root());
-    // A new process starts with its share, not with the whole account's limits.
-    if let Ok(now) = owner.renew() {
-        gate.set_live(owner.live_owners(config.lease, now));
-    }
     let gallery = Gallery::new(&config, &owner.id());
     let ctx = Arc::new(
         Ctx::new(config, gate, api, owner.jobs())
@@ -202,9 +198,7 @@ async fn drain(ctx: &Ctx, jobs: &JobTracker, shutdown: &Shutdown, owner: &Owner)
     }
     jobs.close();
     let deadline = tokio::time::Instant::now() + ctx.config().shutdown_grace;
-    let renew_every = (ctx.config().lease / 3).max(std::time::Duration::from_millis(10));
-    let mut renew =
-        tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+    let mut renew = crate::inbox::intake_loop::interval_after(ctx.config().lease / 3);
     loop {
         tokio::select! {
             () = jobs.wait() => break,

@@ -150,6 +150,17 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(parent_of(path))
 }
 
+/// Replaces `path` with `bytes` in one rename, without syncing: readers see the old file or
+/// the new one, never half of one, but a crash may leave the old one. For advisory files.
+///
+/// # Errors
+/// Any I/O error; the temporary file is removed on failure.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = temp_file_in(parent_of(path))?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map(drop).map_err(|e| e.error)
+}
+
 /// Copies `from` to `to` whole or not at all (a synced temporary copy renamed into place),
 /// streaming, so memory does not grow with the file's size.
 ///

@@ -354,9 +354,7 @@ struct FieldWriter<'a, M> {
 impl<M: SerializeMap<Error = serde_json::Error>> FieldWriter<'_, M> {
     fn put(&mut self, field: &Field, value: &impl serde::Serialize) {
         let name = field.name();
-        // Records bridged from the `log` crate carry their origin as fields; they add noise,
-        // not facts about the job.
-        if self.error.is_some() || name.starts_with("log.") || !self.seen.insert(name) {
+        if self.error.is_some() || is_log_origin(name) || !self.seen.insert(name) {
             return;
         }
         if let Err(e) = self.map.serialize_entry(name, value) {
@@ -391,17 +389,30 @@ impl<M: SerializeMap<Error = serde_json::Error>> Visit for FieldWriter<'_, M> {
         }
         self.scratch.clear();
         let _ = write!(self.scratch, "{value:?}");
-        // A list logged with `?` (e.g. `changed = ?keys`) prints as a JSON array of strings;
-        // keep it a list so `jq '.changed[]'` works.
-        if self.scratch.starts_with('[') && self.scratch.ends_with(']') {
-            if let Ok(list @ Value::Array(_)) = serde_json::from_str::<Value>(self.scratch) {
-                return self.put(field, &list);
-            }
+        if let Some(list) = debug_list(self.scratch) {
+            return self.put(field, &list);
         }
         let text = std::mem::take(self.scratch);
         self.put(field, &text.as_str());
         *self.scratch = text;
     }
+}
+
+/// Whether a field is one of the origin fields (`log.target`, ...) that records bridged from
+/// the `log` crate carry: noise, not facts about the job.
+fn is_log_origin(name: &str) -> bool {
+    name.starts_with("log.")
+}
+
+/// A list logged with `?` (e.g. `changed = ?keys`) prints as a JSON array of strings; it is
+/// kept a list so `jq '.changed[]'` works.
+fn debug_list(text: &str) -> Option<Value> {
+    if !(text.starts_with('[') && text.ends_with(']')) {
+        return None;
+    }
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .filter(Value::is_array)
 }
 
 /// Serializes anything `Display` as a JSON string, without an intermediate `String`.
@@ -426,9 +437,7 @@ fn level_name(level: Level) -> &'static str {
 impl SpanFields {
     fn set(&mut self, field: &Field, value: Value) {
         let name = field.name();
-        // Records bridged from the `log` crate carry their origin as fields; they add noise,
-        // not facts about the job.
-        if name.starts_with("log.") {
+        if is_log_origin(name) {
             return;
         }
         match self.0.iter_mut().find(|(k, _)| *k == name) {
@@ -459,10 +468,8 @@ impl Visit for SpanFields {
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         let text = format!("{value:?}");
-        // A list logged with `?` (e.g. `changed = ?keys`) prints as a JSON array of strings;
-        // keep it a list so `jq '.changed[]'` works.
-        if field.name() != "message" && text.starts_with('[') && text.ends_with(']') {
-            if let Ok(list @ Value::Array(_)) = serde_json::from_str::<Value>(&text) {
+        if field.name() != "message" {
+            if let Some(list) = debug_list(&text) {
                 return self.set(field, list);
             }
         }

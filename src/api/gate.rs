@@ -171,7 +171,7 @@ struct Shares {
 
 /// One process's part of `limit` when `live` processes share it: rounded up, at least 1.
 #[must_use]
-pub fn share(limit: u64, live: usize) -> u64 {
+fn share(limit: u64, live: usize) -> u64 {
     let live = u64::try_from(live.max(1)).unwrap_or(u64::MAX);
     limit.div_ceil(live).max(1)
 }
@@ -361,8 +361,7 @@ impl Gate {
         }
         st.next_slot = now + st.spacing * st.slowdown;
         st.ledger.reserve(num_images, usd);
-        let durable = st.budgets.any();
-        st.ledger.save(durable, false);
+        st.save_usage();
         Ok(probe)
     }
 
@@ -380,8 +379,7 @@ impl Gate {
             ticket.billable,
             received,
         );
-        let durable = st.budgets.any();
-        st.ledger.save(durable, false);
+        st.save_usage();
         let mut cap = None;
         match signal {
             Signal::Images(_) | Signal::Answered => st.working(now),
@@ -515,22 +513,21 @@ impl Gate {
         self.lock().ledger.total()
     }
 
-    /// Images that may have been billed this UTC day, whole deployment.
-    #[must_use]
-    pub fn images_today(&self) -> u64 {
-        self.today().images()
-    }
-
     /// Counts images made without the API (dry-run) toward the day, at no cost.
     pub fn count_images(&self, n: u32) {
         let mut st = self.lock();
         st.ledger.settle((u64::from(n), 0.0), true, u64::from(n));
-        let durable = st.budgets.any();
-        st.ledger.save(durable, false);
+        st.save_usage();
     }
 }
 
 impl State {
+    /// Writes this process's usage file: synced only when a budget depends on it.
+    fn save_usage(&mut self) {
+        let durable = self.budgets.any();
+        self.ledger.save(durable, false);
+    }
+
     fn working(&mut self, now: Instant) {
         self.consecutive_failures = 0;
         self.last_success = Some(now);
@@ -745,7 +742,7 @@ mod tests {
         assert_eq!(gate.paused(), Some(PauseReason::Budget));
         let restarted = Gate::new(&cfg);
         restarted.set_owner_dir(&owners.join("SECOND"));
-        assert_eq!(restarted.images_today(), 2);
+        assert_eq!(restarted.today().images(), 2);
         assert!(restarted.try_enter(1, 0.0).is_err());
         assert_eq!(restarted.paused(), Some(PauseReason::Budget));
     }

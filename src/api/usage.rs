@@ -11,8 +11,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -243,25 +241,12 @@ impl Ledger {
 /// Replaces `path` in one rename. The file is created with mode 0666 less the umask, so every
 /// member of the shared group can read it.
 fn write_file(path: &Path, usage: &Usage, durable: bool) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = dir.join(format!(".tmp-{USAGE_FILE}"));
     let bytes = serde_json::to_vec(usage).map_err(std::io::Error::other)?;
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o666)
-        .open(&tmp)?;
-    file.write_all(&bytes)?;
     if durable {
-        file.sync_all()?;
+        crate::fsx::write_durable(path, &bytes)
+    } else {
+        crate::fsx::write_replace(path, &bytes)
     }
-    drop(file);
-    fs::rename(&tmp, path)?;
-    if durable {
-        crate::fsx::sync_dir(dir)?;
-    }
-    Ok(())
 }
 
 /// Whether `owner_dir`'s usage file still counts (it is of today): such a folder is kept when

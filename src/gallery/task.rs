@@ -136,11 +136,11 @@ impl Writer {
     fn write_pages(&mut self, now: &Now) -> Result<(), (PathBuf, std::io::Error)> {
         let outbox = self.shared.outbox.clone();
         if !self.css_written {
-            let css = outbox.join(ASSETS_DIR).join("style.css");
-            std::fs::create_dir_all(css.parent().unwrap_or(&outbox))
-                .map_err(|e| (css.clone(), e))?;
-            write_file(css.parent().unwrap_or(&outbox), &css, render::CSS)?;
-            sweep(css.parent().unwrap_or(&outbox));
+            let assets = outbox.join(ASSETS_DIR);
+            let css = assets.join("style.css");
+            std::fs::create_dir_all(&assets).map_err(|e| (css.clone(), e))?;
+            write_file(&assets, &css, render::CSS)?;
+            sweep(&assets);
             sweep(&self.shared.quarantine);
             self.css_written = true;
         }

@@ -185,9 +185,6 @@ impl IntakeLoop {
     }
 
     fn changed(&mut self, WatchMsg::Changed(path): WatchMsg) {
-        if self.mode == Mode::Once {
-            return;
-        }
         let Some(rel) = self.scope.relative(&path) else {
             return;
         };
@@ -445,7 +442,7 @@ fn period(every: Duration) -> Duration {
     every.max(Duration::from_millis(10))
 }
 
-fn interval_after(every: Duration) -> Interval {
+pub(crate) fn interval_after(every: Duration) -> Interval {
     let every = period(every);
     let mut i = interval_at(Instant::now() + every, every);
     i.set_missed_tick_behavior(MissedTickBehavior::Delay);

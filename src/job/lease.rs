@@ -252,9 +252,9 @@ fn remove_if_empty(owner: &Path) {
     if fs::remove_dir(&jobs).is_ok() || !jobs.exists() {
         // Spare job folders serve only their own process.
         let _ = fs::remove_dir_all(owner.join(journal::SPARE_DIR));
+        let _ = fs::remove_file(owner.join(STATE_FILE));
+        let _ = fs::remove_file(owner.join(LEASE_FILE));
         if crate::api::usage::counts_today(owner) {
-            let _ = fs::remove_file(owner.join(STATE_FILE));
-            let _ = fs::remove_file(owner.join(LEASE_FILE));
             return;
         }
         let _ = fs::remove_file(owner.join(crate::api::usage::USAGE_FILE));
@@ -266,8 +266,6 @@ fn remove_if_empty(owner: &Path) {
                 }
             }
         }
-        let _ = fs::remove_file(owner.join(STATE_FILE));
-        let _ = fs::remove_file(owner.join(LEASE_FILE));
         let _ = fs::remove_dir(owner);
     }
 }

@@ -140,14 +140,12 @@ impl SourceRef {
         self
     }
 
-    /// The same without a mask (it vanished before the claim).
-    #[must_use]
-    pub fn without_mask(mut self) -> Self {
+    /// Forgets the mask (it vanished before the claim).
+    pub fn drop_mask(&mut self) {
         self.mask = None;
         if let Some(raw) = &mut self.raw {
             raw.mask = None;
         }
-        self
     }
 
     /// The mask's name on disk.
@@ -374,6 +372,16 @@ impl JobRecord {
         self.references
             .iter()
             .any(|r| r.field == "character_reference_images")
+    }
+
+    /// The mask the request sends, by name as recorded and on disk: only an operation that
+    /// takes one sends it.
+    #[must_use]
+    pub fn sent_mask(&self) -> Option<(&str, std::ffi::OsString)> {
+        if !self.operation().needs_mask() {
+            return None;
+        }
+        Some((self.source.mask.as_deref()?, self.source.mask_os()?))
     }
 }
 

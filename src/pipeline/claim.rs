@@ -75,7 +75,7 @@ pub fn finish(config: &Config, dir: &JobDir, record: &mut JobRecord) -> Result<C
     }
     if let Some(mask) = record.source.mask_os() {
         if !take(&from_dir, &files, &mask)? {
-            record.source = record.source.clone().without_mask();
+            record.source.drop_mask();
         }
     }
     fsx::sync_dir(&files).context("syncing the job folder", &files)?;
@@ -120,7 +120,7 @@ pub(super) fn take_late_mask(
     for name in crate::sidecar::mask_candidates(&record.source.file_os()) {
         if take(&from_dir, &files, &name)? {
             fsx::sync_dir(&files).context("syncing the job folder", &files)?;
-            fsx::sync_dir(&from_dir).context("syncing the inbox folder", &from_dir)?;
+            fsx::sync_dir_shared(&from_dir).context("syncing the inbox folder", &from_dir)?;
             record.source = record.source.clone().with_mask(Some(&name));
             dir.write(record)?;
             return Ok(true);

@@ -189,3 +189,14 @@ pub(super) struct Job {
     /// The config taken when this run of the job started; every stage reads this one.
     pub(super) config: Arc<Config>,
 }
+
+impl Job {
+    /// What one request of this job may cost, by this job's pricing.
+    pub(super) fn request_price(&self, request: &crate::sidecar::RemixRequest) -> f64 {
+        crate::api::billing::request_price(
+            &self.config.pricing,
+            request,
+            self.rec.sends_character_reference(),
+        )
+    }
+}

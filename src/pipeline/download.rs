@@ -95,6 +95,7 @@ pub(super) async fn run(
     };
     let started = Instant::now();
     let mut kept = Vec::new();
+    let mut failed = None;
     for (i, item) in answer.items.iter().enumerate() {
         let n = i + 1;
         if let Some(done) = existing(&files, &stem, n) {
@@ -118,20 +119,20 @@ pub(super) async fn run(
         match fetch_with_retry(ctx, retry, url, &files, &stem, n, limits).await? {
             Ok(done) => kept.push(Some(done)),
             Err(message) => {
-                job.rec.timings.download_ms += started.elapsed().as_millis() as u64;
-                ctx.metrics.download(started.elapsed());
-                return Ok(Err(Verdict::file(
+                failed = Some(Verdict::file(
                     Reason::DownloadFailed,
                     format!(
                         "output {n} could not be downloaded: {message}; the outputs already fetched are kept here. Requeue the job to submit it again (this pays for a new remix)"
                     ),
-                )));
+                ));
+                break;
             }
         }
     }
-    job.rec.timings.download_ms += started.elapsed().as_millis() as u64;
-    ctx.metrics.download(started.elapsed());
-    Ok(Ok(kept))
+    let took = started.elapsed();
+    job.rec.timings.download_ms += took.as_millis() as u64;
+    ctx.metrics.download(took);
+    Ok(failed.map_or(Ok(kept), Err))
 }
 
 /// How long the API's links live when the URL does not say.

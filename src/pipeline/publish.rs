@@ -192,10 +192,7 @@ pub(super) fn job_cost(job: &Job) -> Cost {
         };
     }
     let (price, images) = job.rec.request.as_ref().map_or((0.0, 0), |r| {
-        (
-            billing::request_price(&job.config.pricing, r, job.rec.sends_character_reference()),
-            u32::from(r.num_images),
-        )
+        (job.request_price(r), u32::from(r.num_images))
     });
     billing::job_cost(job.rec.billable_attempts, images, price)
 }
@@ -238,14 +235,10 @@ pub fn request_with_files(
             other => *other = Value::Array(vec![entry]),
         }
     }
-    let needs_mask = rec
-        .request
-        .as_ref()
-        .is_some_and(|r| r.operation.needs_mask());
-    if let (true, Some(name), Some(os)) = (needs_mask, &rec.source.mask, rec.source.mask_os()) {
+    if let Some((name, os)) = rec.sent_mask() {
         let hashed = crate::job::describe::hash_file(&files.join(os));
         let file = if rec.source.subdir.is_empty() {
-            name.clone()
+            name.to_owned()
         } else {
             format!("{}/{name}", rec.source.subdir)
         };

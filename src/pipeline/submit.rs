@@ -30,11 +30,7 @@ pub(super) async fn run(ctx: &Ctx, job: &mut Job) -> Result<Result<Answer, Verdi
     };
     let files = file_parts(job);
     let mut retries = Retries::default();
-    let price = billing::request_price(
-        &job.config.pricing,
-        &request,
-        job.rec.sends_character_reference(),
-    );
+    let price = job.request_price(&request);
     loop {
         let permit = ctx.gate.admit(request.num_images, price).await;
         journal_attempt(job)?;
@@ -115,8 +111,7 @@ fn file_parts(job: &Job) -> Vec<FilePart> {
         path: files.join(source.file_os()),
         stem: source.stem().to_owned(),
     }];
-    let operation = job.rec.operation();
-    if let (true, Some(name), Some(os)) = (operation.needs_mask(), &source.mask, source.mask_os()) {
+    if let Some((name, os)) = job.rec.sent_mask() {
         parts.push(FilePart {
             field: "mask".into(),
             path: files.join(os),

@@ -71,7 +71,7 @@ impl Publisher {
     /// one was written less than a second ago, at [`Publisher::due`].
     pub fn changed(&mut self, ctx: &Ctx, now_loop: Loop) {
         let key = key(ctx, now_loop);
-        self.draw(ctx, now_loop, key);
+        self.draw(key);
         let now = Instant::now();
         match self.written {
             Some((_, last)) if last == key => self.due = None,
@@ -83,31 +83,31 @@ impl Publisher {
     /// The stats tick (and the start): the state file and the metrics file, whatever changed.
     pub fn tick(&mut self, ctx: &Ctx, now_loop: Loop) {
         let key = key(ctx, now_loop);
-        self.draw(ctx, now_loop, key);
+        self.draw(key);
         self.write_state(ctx, key);
-        self.write_metrics(ctx, now_loop, true);
+        self.write_metrics(ctx, key, true);
     }
 
     /// A clean stop: the state file goes (the process is gone from `remixd status` at once),
     /// the metrics say `remixd_up 0`, and the bar shows where the run ended.
     pub fn stopped(&mut self, ctx: &Ctx, now_loop: Loop) {
         let key = key(ctx, now_loop);
-        self.draw(ctx, now_loop, key);
+        self.draw(key);
         if let Some(bar) = &self.progress {
             bar.finish();
         }
         state_file::remove(self.owner.root());
-        self.write_metrics(ctx, now_loop, false);
+        self.write_metrics(ctx, key, false);
     }
 
-    fn draw(&self, ctx: &Ctx, now_loop: Loop, key: Key) {
+    fn draw(&self, key: Key) {
         if let Some(bar) = &self.progress {
             let done = key.completed + key.quarantined;
             bar.update(Done {
                 done,
                 quarantined: key.quarantined,
-                total: done + key.in_flight + now_loop.pending as u64,
-                paused: ctx.gate.paused(),
+                total: done + key.in_flight + key.pending as u64,
+                paused: key.paused,
             });
         }
     }
@@ -136,14 +136,14 @@ impl Publisher {
         }
     }
 
-    fn write_metrics(&self, ctx: &Ctx, now_loop: Loop, up: bool) {
+    fn write_metrics(&self, ctx: &Ctx, key: Key, up: bool) {
         let Some(path) = ctx.config().metrics_textfile.clone() else {
             return;
         };
         let gauges = Gauges {
-            pending: now_loop.pending as u64,
-            in_flight: ctx.stats.in_flight.load(Ordering::Relaxed),
-            paused: ctx.gate.paused(),
+            pending: key.pending as u64,
+            in_flight: key.in_flight,
+            paused: key.paused,
             owner: &self.owner.id(),
             up,
         };

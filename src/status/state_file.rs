@@ -56,11 +56,7 @@ pub struct ApiState {
 /// Replaces the state file in the owner folder `root`.
 pub fn write(root: &Path, state: &ProcessState) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-    // The owner folder is this process's alone, so one fixed temporary name serves; `.tmp-`
-    // names are swept with the folder.
-    let tmp = root.join(".tmp-state");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, root.join(STATE_FILE))
+    crate::fsx::write_replace(&root.join(STATE_FILE), &bytes)
 }
 
 /// The state file in the owner folder `root`, when there is a readable one.

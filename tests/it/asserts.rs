@@ -93,8 +93,9 @@ pub fn expected_sidecar(env: &TestEnv, image: &Dropped) -> (Option<Dropped>, Vec
     (winner, losers)
 }
 
-/// The one folder directly under `parent` that holds an entry named `name`.
-fn single_job_dir(env: &TestEnv, parent: &Path, name: &str) -> PathBuf {
+/// The one folder directly under `parent` that holds an entry named `name` (panics, with the
+/// tree, unless there is exactly one).
+pub fn single_job_dir(env: &TestEnv, parent: &Path, name: &str) -> PathBuf {
     let dirs: Vec<PathBuf> = std::fs::read_dir(parent)
         .unwrap_or_else(|e| panic!("{}: {e}\n{}", parent.display(), env.describe()))
         .flatten()
@@ -112,7 +113,8 @@ fn single_job_dir(env: &TestEnv, parent: &Path, name: &str) -> PathBuf {
     dirs.into_iter().next().unwrap()
 }
 
-fn read_json(path: &Path) -> Value {
+/// The JSON file at `path` (panics, naming it, when it cannot be read or parsed).
+pub fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()))
 }

@@ -420,6 +420,13 @@ impl FakeApi {
             .collect()
     }
 
+    /// The one upload of `image` (panics unless it was uploaded exactly once).
+    pub fn only_upload_of(&self, image: &[u8]) -> Upload {
+        let uploads = self.uploads_of(&sha256(image));
+        assert_eq!(uploads.len(), 1, "uploads of one image: {uploads:#?}");
+        uploads.into_iter().next().unwrap()
+    }
+
     /// Every request line (`METHOD /path`) seen, any route.
     pub fn requests(&self) -> Vec<String> {
         self.script().requests.clone()

@@ -166,6 +166,23 @@ impl Fleet {
             .write_to(&self.dir.path().join(format!("config-{i}.yaml")))
     }
 
+    /// Starts remixd as every host, each with its [`Fleet::config`] with `extra`, then waits
+    /// until all of them are ready.
+    pub fn start_hosts(
+        &self,
+        env: &TestEnv,
+        fake: &FakeApi,
+        extra: &[(&str, &str)],
+    ) -> Vec<Daemon> {
+        let mut ds: Vec<Daemon> = (0..self.mounts.len())
+            .map(|i| Self::start_host(env, i, &self.config(env, fake, i, extra)))
+            .collect();
+        for d in &mut ds {
+            d.wait_ready();
+        }
+        ds
+    }
+
     /// Starts remixd as host `i`: a UTS namespace named `host{i}` and a PID namespace whose
     /// init is a shell with remixd as its child. Killing the returned process (`unshare`)
     /// kills the whole namespace.
@@ -271,15 +288,7 @@ fn fleet_a_killed_hosts_jobs_are_taken_over_after_the_lease() {
     let fake = FakeApi::start(Mode::Kkiai);
     fake.set_latency(Duration::from_millis(400), Duration::from_millis(1200), 9);
     let lease = Duration::from_secs(5);
-    let mut ds: Vec<Daemon> = (0..3)
-        .map(|i| {
-            let config = fleet.config(&env, &fake, i, &[("lease", "5s")]);
-            Fleet::start_host(&env, i, &config)
-        })
-        .collect();
-    for d in &mut ds {
-        d.wait_ready();
-    }
+    let mut ds = fleet.start_hosts(&env, &fake, &[("lease", "5s")]);
     let rels = drop_many(&env, 0..45);
     wait_long(
         &ds[1],
@@ -351,12 +360,7 @@ fn fleet_the_daily_budget_holds_for_the_whole_deployment() {
     let fake = FakeApi::start(Mode::Kkiai);
     fake.set_latency(Duration::from_millis(100), Duration::from_millis(400), 20);
     let extra = [("limits.daily_image_budget", "20"), ("lease", "3s")];
-    let mut ds: Vec<Daemon> = (0..3)
-        .map(|i| Fleet::start_host(&env, i, &fleet.config(&env, &fake, i, &extra)))
-        .collect();
-    for d in &mut ds {
-        d.wait_ready();
-    }
+    let mut ds = fleet.start_hosts(&env, &fake, &extra);
     let rels = drop_many(&env, 0..75);
     for d in &ds {
         wait_long(d, "the budget pause", Duration::from_secs(60), |e| {
@@ -441,12 +445,7 @@ fn fleet_three_processes_share_the_accounts_inflight_images() {
     let fake = FakeApi::start(Mode::Kkiai);
     fake.set_latency(Duration::from_millis(300), Duration::from_millis(900), 6);
     let extra = [("limits.inflight_images", "6"), ("lease", "3s")];
-    let mut ds: Vec<Daemon> = (0..3)
-        .map(|i| Fleet::start_host(&env, i, &fleet.config(&env, &fake, i, &extra)))
-        .collect();
-    for d in &mut ds {
-        d.wait_ready();
-    }
+    let mut ds = fleet.start_hosts(&env, &fake, &extra);
     // Each process takes its share once it has seen the others' leases.
     for d in &ds {
         wait_long(

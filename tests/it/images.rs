@@ -77,6 +77,21 @@ fn png_chunk(out: &mut Vec<u8>, kind: [u8; 4], data: &[u8]) {
     out.extend_from_slice(&crc32(&[&kind, data]).to_be_bytes());
 }
 
+/// An 8-bit RGB PNG of `width` x `height` around `raw`, the scanlines as the IDAT chunk
+/// holds them (each row a filter-type byte, then 3 bytes a pixel): signature, IHDR, IDAT
+/// (stored zlib), IEND.
+fn rgb_png(width: u32, height: u32, raw: &[u8]) -> Vec<u8> {
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    png_chunk(&mut out, *b"IHDR", &ihdr);
+    png_chunk(&mut out, *b"IDAT", &zlib_stored(raw));
+    png_chunk(&mut out, *b"IEND", &[]);
+    out
+}
+
 /// An 8-bit RGB PNG of `width` x `height` with pseudo-random pixels from `seed`.
 pub fn png(width: u32, height: u32, seed: u64) -> Vec<u8> {
     let mut bytes = Bytes::new(seed);
@@ -86,15 +101,7 @@ pub fn png(width: u32, height: u32, seed: u64) -> Vec<u8> {
         raw.push(0); // filter type None
         raw.extend(bytes.take(row));
     }
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    png_chunk(&mut out, *b"IHDR", &ihdr);
-    png_chunk(&mut out, *b"IDAT", &zlib_stored(&raw));
-    png_chunk(&mut out, *b"IEND", &[]);
-    out
+    rgb_png(width, height, &raw)
 }
 
 /// A decodable 8-bit RGB PNG of `width` x `height`: a smooth two-colour gradient whose
@@ -120,15 +127,7 @@ pub fn picture(width: u32, height: u32, seed: u64) -> Vec<u8> {
             ]);
         }
     }
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    png_chunk(&mut out, *b"IHDR", &ihdr);
-    png_chunk(&mut out, *b"IDAT", &zlib_stored(&raw));
-    png_chunk(&mut out, *b"IEND", &[]);
-    out
+    rgb_png(width, height, &raw)
 }
 
 /// A baseline JPEG header (SOI, APP0 JFIF, a comment with `seed` bytes, SOF0 with the

@@ -4,38 +4,15 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::asserts::{assert_nothing_lost, assert_quarantined};
+use crate::asserts::{assert_nothing_lost, assert_quarantined, read_json, single_job_dir};
 use crate::daemon::{Daemon, start_with_fake};
 use crate::env::{TestEnv, sha256, walk_paths};
-use crate::fake_api::{FakeApi, Upload};
 use crate::images;
-
-fn only_upload_of(fake: &FakeApi, image: &[u8]) -> Upload {
-    let uploads = fake.uploads_of(&sha256(image));
-    assert_eq!(uploads.len(), 1, "uploads of one image: {uploads:#?}");
-    uploads.into_iter().next().unwrap()
-}
-
-/// The one job folder in `root/subdir` holding `name`.
-fn job_dir(root: &Path, subdir: &str, name: &str) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(root.join(subdir))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|d| d.join(name).exists())
-        .collect();
-    assert_eq!(dirs.len(), 1, "job folders holding {name}: {dirs:?}");
-    dirs.into_iter().next().unwrap()
-}
-
-fn metadata(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("metadata.json")).unwrap()).unwrap()
-}
 
 /// SPEC.md, The remote API and The outbox: each operation posts to its own endpoint with its
 /// own fields; outputs are `STEM-{operation}-N.EXT`; `metadata.json` records the operation and
@@ -67,10 +44,12 @@ fn each_operation_runs_end_to_end() {
     }
     for ((op, _), png) in cases.iter().zip(&pngs) {
         d.wait_completed(&format!("ops/{op}.png"));
-        let up = only_upload_of(&fake, png);
+        let up = fake.only_upload_of(png);
         assert_eq!(up.operation, *op);
-        let dir = job_dir(&env.outbox, "ops", &format!("{op}.png"));
-        let meta = metadata(&dir);
+        let name = format!("{op}.png");
+        let dir = single_job_dir(&env, &env.outbox.join("ops"), &name);
+        assert!(dir.join(&name).exists(), "{name} in {}", dir.display());
+        let meta = read_json(&dir.join("metadata.json"));
         assert_eq!(meta["operation"], *op);
         assert_eq!(meta["endpoint"], fake.endpoint_of(op));
         let outputs: Vec<&str> = meta["outputs"]
@@ -99,7 +78,7 @@ fn each_operation_runs_end_to_end() {
         want.sort();
         assert_eq!(crate::asserts::entries(&dir), want, "{op}");
     }
-    let reframe = only_upload_of(&fake, &pngs[1]);
+    let reframe = fake.only_upload_of(&pngs[1]);
     assert_eq!(reframe.field("prompt"), None, "reframe takes no prompt");
     assert_eq!(
         reframe.field("aspect_ratio"),
@@ -107,7 +86,7 @@ fn each_operation_runs_end_to_end() {
         "nor the default aspect_ratio"
     );
     assert_eq!(reframe.field("resolution"), Some("1280x800"));
-    let background = only_upload_of(&fake, &pngs[2]);
+    let background = fake.only_upload_of(&pngs[2]);
     assert_eq!(background.field("aspect_ratio"), None);
     assert_eq!(background.field("rendering_speed"), Some("DEFAULT"));
     assert_nothing_lost(&env);
@@ -179,9 +158,14 @@ fn inpaint_without_its_mask_waits_then_is_missing_mask() {
             .contains("lone.mask.png")
     );
     d.wait_completed("late.png");
-    let up = only_upload_of(&fake, &late);
+    let up = fake.only_upload_of(&late);
     assert_eq!(up.files_named("mask")[0].sha256, sha256(&mask));
-    let dir = job_dir(&env.outbox, "", "late.png");
+    let dir = single_job_dir(&env, &env.outbox, "late.png");
+    assert!(
+        dir.join("late.png").exists(),
+        "late.png in {}",
+        dir.display()
+    );
     assert!(
         dir.join("late.mask.png").is_file(),
         "the mask moved with its job"
@@ -199,9 +183,13 @@ fn a_mask_of_another_size_is_refused() {
     env.drop_file("shoe.yaml", "operation: inpaint\nprompt: p\n");
     env.drop_file("shoe.png", images::png(20, 20, 841));
     d.wait_quarantined("shoe.png", "invalid_sidecar");
-    let dir = job_dir(&env.quarantine, "", "shoe.png");
-    let error: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("error.json")).unwrap()).unwrap();
+    let dir = single_job_dir(&env, &env.quarantine, "shoe.png");
+    assert!(
+        dir.join("shoe.png").exists(),
+        "shoe.png in {}",
+        dir.display()
+    );
+    let error = read_json(&dir.join("error.json"));
     assert!(
         error["message"].as_str().unwrap().contains("10x20"),
         "{error}"
@@ -243,9 +231,11 @@ fn dry_run_does_every_operation_and_once_waits_for_no_mask() {
         ("b", "replace-background"),
         ("i", "inpaint"),
     ] {
-        let dir = job_dir(&env.outbox, "", &format!("{stem}.png"));
+        let name = format!("{stem}.png");
+        let dir = single_job_dir(&env, &env.outbox, &name);
+        assert!(dir.join(&name).exists(), "{name} in {}", dir.display());
         assert!(dir.join(format!("{stem}-{op}-1.png")).is_file(), "{stem}");
-        let meta = metadata(&dir);
+        let meta = read_json(&dir.join("metadata.json"));
         assert_eq!(meta["operation"], op);
         assert_eq!(meta["endpoint"], Value::Null);
     }
@@ -287,7 +277,7 @@ fn hostile_file_names_reach_the_api_under_safe_part_names() {
     }
     assert!(d.events_named("job.quarantined").is_empty(), "{}", d.dump());
     for (name, bytes) in names.iter().zip(&pngs) {
-        let up = only_upload_of(&fake, bytes);
+        let up = fake.only_upload_of(bytes);
         let sent = up.file_name.clone().unwrap_or_default();
         let ext = if name.ends_with(b".jpg") {
             ".jpg"
@@ -311,7 +301,7 @@ fn hostile_file_names_reach_the_api_under_safe_part_names() {
     assert_eq!(published.len(), names.len(), "every odd name was published");
     let raw = published
         .iter()
-        .map(|p| metadata(p.parent().unwrap()))
+        .map(|p| read_json(p))
         .find(|m| m["source"]["file"] == "\\xFF\\xFEraw.png");
     assert!(raw.is_some(), "the real name stays in metadata.json");
     d.stop();

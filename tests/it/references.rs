@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::asserts::{assert_nothing_lost, assert_published, assert_quarantined};
 use crate::daemon::{TIMEOUT, start_with_fake};
 use crate::env::{TestEnv, sha256, walk_paths};
-use crate::fake_api::{FakeApi, Reply, Upload};
+use crate::fake_api::{Reply, Upload};
 use crate::images;
 
 /// Writes an asset (never a job) at `rel` in the inbox; returns its bytes.
@@ -18,12 +18,6 @@ fn asset(env: &TestEnv, rel: &str, bytes: Vec<u8>) -> Vec<u8> {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &bytes).unwrap();
     bytes
-}
-
-fn only_upload_of(fake: &FakeApi, image: &[u8]) -> Upload {
-    let uploads = fake.uploads_of(&sha256(image));
-    assert_eq!(uploads.len(), 1, "uploads of one image: {uploads:#?}");
-    uploads.into_iter().next().unwrap()
 }
 
 fn sent_hashes(upload: &Upload, field: &str) -> Vec<String> {
@@ -58,7 +52,7 @@ fn style_references_from_a_sidecar_are_sent_and_listed() {
     let png = images::png(20, 20, 702);
     env.drop_file("brand/fox.png", &png);
     d.wait_completed("brand/fox.png");
-    let up = only_upload_of(&fake, &png);
+    let up = fake.only_upload_of(&png);
     assert_eq!(
         sent_hashes(&up, "style_reference_images"),
         [sha256(&a), sha256(&b)]
@@ -122,7 +116,7 @@ fn a_brand_folder_gets_its_style_from_defaults_yaml() {
     let png = images::png(24, 24, 712);
     env.drop_file("brand-x/summer/beach.png", &png);
     d.wait_completed("brand-x/summer/beach.png");
-    let up = only_upload_of(&fake, &png);
+    let up = fake.only_upload_of(&png);
     assert_eq!(sent_hashes(&up, "style_reference_images"), [sha256(&style)]);
     assert_eq!(up.field("rendering_speed"), Some("TURBO"));
     let p = assert_published(&env, "brand-x/summer/beach.png");
@@ -154,7 +148,7 @@ fn a_character_reference_goes_with_its_mask() {
     let png = images::png(20, 20, 722);
     env.drop_file("hero.png", &png);
     d.wait_completed("hero.png");
-    let up = only_upload_of(&fake, &png);
+    let up = fake.only_upload_of(&png);
     assert_eq!(
         sent_hashes(&up, "character_reference_images"),
         [sha256(&portrait)]
@@ -294,7 +288,7 @@ fn hostile_reference_paths_are_refused_without_reading_outside_the_inbox() {
     std::fs::create_dir_all(&outside_dir).unwrap();
     let secret = images::png(12, 12, 760);
     std::fs::write(outside_dir.join("secret.png"), &secret).unwrap();
-    let real = asset(&env, "_refs/real.png", images::png(12, 12, 761));
+    asset(&env, "_refs/real.png", images::png(12, 12, 761));
     std::os::unix::fs::symlink(
         outside_dir.join("secret.png"),
         env.inbox.join("_refs/link.png"),
@@ -357,16 +351,10 @@ fn hostile_reference_paths_are_refused_without_reading_outside_the_inbox() {
             "{stem}: {word:?} not in {message:?}"
         );
     }
-    for up in fake.uploads() {
-        for file in &up.files {
-            assert_ne!(
-                file.sha256,
-                sha256(&secret),
-                "the file outside the inbox was sent"
-            );
-            assert_ne!(file.sha256, sha256(&real), "a refused reference was sent");
-        }
-    }
-    assert!(fake.uploads().is_empty(), "nothing was sent at all");
+    assert!(
+        fake.uploads().is_empty(),
+        "nothing was sent at all: {:#?}",
+        fake.uploads()
+    );
     d.stop();
 }

@@ -5,15 +5,9 @@ use std::time::Duration;
 
 use crate::asserts::{assert_nothing_lost, assert_published, assert_request_matches};
 use crate::daemon::start_with_fake;
-use crate::env::{TestEnv, sha256};
-use crate::fake_api::{FakeApi, Upload};
+use crate::env::TestEnv;
+use crate::fake_api::Upload;
 use crate::images;
-
-fn only_upload_of(fake: &FakeApi, image: &[u8]) -> Upload {
-    let uploads = fake.uploads_of(&sha256(image));
-    assert_eq!(uploads.len(), 1, "uploads of one image: {uploads:#?}");
-    uploads.into_iter().next().unwrap()
-}
 
 /// SPEC.md, The inbox: "A .txt sidecar is the prompt (UTF-8, trimmed)".
 #[test]
@@ -25,7 +19,7 @@ fn txt_sidecar_is_the_trimmed_prompt() {
     env.drop_file("fox.png", &png);
     d.wait_completed("fox.png");
     assert_eq!(
-        only_upload_of(&fake, &png).field("prompt"),
+        fake.only_upload_of(&png).field("prompt"),
         Some("a red fox in snow")
     );
     assert_published(&env, "fox.png");
@@ -45,7 +39,7 @@ fn yaml_sidecar_sets_form_fields() {
     let png = images::png(20, 20, 101);
     env.drop_file("owl.png", &png);
     d.wait_completed("owl.png");
-    let up = only_upload_of(&fake, &png);
+    let up = fake.only_upload_of(&png);
     assert_eq!(
         (
             up.field("prompt"),
@@ -70,7 +64,7 @@ fn json_sidecar_sets_form_fields() {
     let png = images::png(20, 20, 102);
     env.drop_file("cow.png", &png);
     d.wait_completed("cow.png");
-    let up = only_upload_of(&fake, &png);
+    let up = fake.only_upload_of(&png);
     assert_eq!(
         (up.field("prompt"), up.field("seed"), up.field("style_type")),
         (Some("a cow"), Some("7"), Some("FICTION"))
@@ -90,7 +84,7 @@ fn name_ext_sidecar_beats_stem_sidecar() {
     env.drop_file("cat.png", &png);
     d.wait_completed("cat.png");
     assert_eq!(
-        only_upload_of(&fake, &png).field("prompt"),
+        fake.only_upload_of(&png).field("prompt"),
         Some("the long form")
     );
     // assert_published checks cat.png.yaml went along and cat.yaml did not.
@@ -140,7 +134,7 @@ fn defaults_files_layer_from_root_down_and_stay() {
     };
     let s = |v: &str| Some(v.to_string());
     assert_eq!(
-        fields(&only_upload_of(&fake, &img_x)),
+        fields(&fake.only_upload_of(&img_x)),
         [
             s("root prompt"),
             s("root-neg"),
@@ -150,7 +144,7 @@ fn defaults_files_layer_from_root_down_and_stay() {
         ]
     );
     assert_eq!(
-        fields(&only_upload_of(&fake, &img_z)),
+        fields(&fake.only_upload_of(&img_z)),
         [
             s("z prompt"),
             s("root-neg"),
@@ -160,7 +154,7 @@ fn defaults_files_layer_from_root_down_and_stay() {
         ]
     );
     assert_eq!(
-        fields(&only_upload_of(&fake, &img_y)),
+        fields(&fake.only_upload_of(&img_y)),
         [s("root prompt"), s("root-neg"), s("7"), None, s("TURBO")]
     );
     for image in ["a/b/x.png", "a/z.png", "y.png"] {
@@ -184,7 +178,7 @@ fn extra_fields_pass_through_to_the_form() {
     let png = images::png(20, 20, 107);
     env.drop_file("ext.png", &png);
     d.wait_completed("ext.png");
-    let up = only_upload_of(&fake, &png);
+    let up = fake.only_upload_of(&png);
     assert_eq!(up.field("future_knob"), Some("abc"));
     assert_eq!(up.field("another_knob"), Some("3"));
     assert_eq!(
@@ -222,7 +216,7 @@ fn magic_prompt_values_follow_yaml_1_2() {
     for ((stem, written, sent), png) in cases.iter().zip(&pngs) {
         d.wait_completed(&format!("{stem}.png"));
         assert_eq!(
-            only_upload_of(&fake, png).field("magic_prompt"),
+            fake.only_upload_of(png).field("magic_prompt"),
             Some(*sent),
             "magic_prompt: {written}"
         );
@@ -254,7 +248,7 @@ fn late_sidecar_within_sidecar_wait_wins_over_defaults() {
     env.drop_file("late.txt", "the late prompt");
     d.wait_completed("late.png");
     assert_eq!(
-        only_upload_of(&fake, &png).field("prompt"),
+        fake.only_upload_of(&png).field("prompt"),
         Some("the late prompt")
     );
     let p = assert_published(&env, "late.png");
@@ -272,7 +266,7 @@ fn without_sidecar_the_config_default_prompt_is_used_after_the_wait() {
     env.drop_file("lone.png", &png);
     let dropped_at = env.dropped_at("lone.png").at;
     d.wait_completed("lone.png");
-    let up = only_upload_of(&fake, &png);
+    let up = fake.only_upload_of(&png);
     assert_eq!(up.field("prompt"), Some("the config prompt"));
     // settle 200 ms + sidecar_wait 400 ms, both counted from after the drop.
     let waited = up.at.duration_since(dropped_at);

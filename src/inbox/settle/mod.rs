@@ -126,10 +126,6 @@ impl Entry {
         &self.key[4..]
     }
 
-    fn is_file_sidecar(&self) -> bool {
-        matches!(self.kind, NameKind::Sidecar(_)) && self.snap.kind == EntryType::File
-    }
-
     /// A sidecar or a mask: a file that goes with an image, never a job of its own (unless
     /// its image never comes).
     fn is_companion(&self) -> bool {

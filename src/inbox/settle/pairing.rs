@@ -32,16 +32,13 @@ impl Intake {
     pub(super) fn wake_image(&mut self, image: EntryId, now: Instant) {
         let mask_settling = matches!(self.mask_of(image), Pairing::Settling);
         match self.sidecar_of(image) {
-            _ if mask_settling => {
+            sidecar if mask_settling || matches!(sidecar, Pairing::Settling) => {
                 self.set_due(image, None);
                 self.set_phase(image, Phase::AwaitPair);
             }
             Pairing::Settled(_) if self.entry(image).phase == Phase::Ready => {}
             Pairing::Settled(_) => self.make_ready(image),
-            Pairing::Settling => {
-                self.set_due(image, None);
-                self.set_phase(image, Phase::AwaitPair);
-            }
+            Pairing::Settling => unreachable!("handled with a settling mask"),
             Pairing::None => {
                 let settled_at = self.entry(image).stable_since + self.timings.settle;
                 let until = settled_at + self.timings.sidecar_wait;
@@ -57,41 +54,38 @@ impl Intake {
 
     /// The image's sidecar, by the SPEC's order of names: `NAME.EXT.*` before `STEM.*`.
     pub(super) fn sidecar_of(&self, image: EntryId) -> Pairing {
-        let entry = self.entry(image);
-        let folder = entry.folder();
-        for candidate in sidecar_candidates(OsStr::from_bytes(entry.name())) {
-            let key = KeyBuf::new(folder, candidate.as_bytes());
-            let Some(&s) = self.by_name.get(key.bytes()) else {
-                continue;
-            };
-            let sidecar = self.entry(s);
-            if !sidecar.is_file_sidecar() {
-                continue;
-            }
-            return match sidecar.phase {
-                Phase::Held => Pairing::Settled(s),
-                Phase::Handed(_) | Phase::Ready => continue,
-                _ => Pairing::Settling,
-            };
-        }
-        Pairing::None
+        let candidates = sidecar_candidates(OsStr::from_bytes(self.entry(image).name()));
+        self.companion_of(image, candidates, |kind| {
+            matches!(kind, NameKind::Sidecar(_))
+        })
     }
 
-    /// The image's mask, `STEM.mask.*`: a hashed lookup per candidate name.
+    /// The image's mask, `STEM.mask.*`.
     pub(super) fn mask_of(&self, image: EntryId) -> Pairing {
-        let entry = self.entry(image);
-        let folder = entry.folder();
-        for candidate in mask_candidates(OsStr::from_bytes(entry.name())) {
+        let candidates = mask_candidates(OsStr::from_bytes(self.entry(image).name()));
+        self.companion_of(image, candidates, |kind| kind == NameKind::Mask)
+    }
+
+    /// The first of `candidates` (names in the image's folder, in order) that is a file of a
+    /// kind `fits`, not yet taken: a hashed lookup per name.
+    fn companion_of(
+        &self,
+        image: EntryId,
+        candidates: Vec<std::ffi::OsString>,
+        fits: fn(NameKind) -> bool,
+    ) -> Pairing {
+        let folder = self.entry(image).folder();
+        for candidate in candidates {
             let key = KeyBuf::new(folder, candidate.as_bytes());
-            let Some(&m) = self.by_name.get(key.bytes()) else {
+            let Some(&id) = self.by_name.get(key.bytes()) else {
                 continue;
             };
-            let mask = self.entry(m);
-            if mask.kind != NameKind::Mask || mask.snap.kind != EntryType::File {
+            let companion = self.entry(id);
+            if !fits(companion.kind) || companion.snap.kind != EntryType::File {
                 continue;
             }
-            return match mask.phase {
-                Phase::Held => Pairing::Settled(m),
+            return match companion.phase {
+                Phase::Held => Pairing::Settled(id),
                 Phase::Handed(_) | Phase::Ready => continue,
                 _ => Pairing::Settling,
             };
