@@ -31,15 +31,14 @@ impl Intake {
     /// an inpaint job needs one, and the job waits for it).
     pub(super) fn wake_image(&mut self, image: EntryId, now: Instant) {
         let mask_settling = matches!(self.mask_of(image), Pairing::Settling);
-        match self.sidecar_of(image) {
-            sidecar if mask_settling || matches!(sidecar, Pairing::Settling) => {
+        match (mask_settling, self.sidecar_of(image)) {
+            (true, _) | (false, Pairing::Settling) => {
                 self.set_due(image, None);
                 self.set_phase(image, Phase::AwaitPair);
             }
-            Pairing::Settled(_) if self.entry(image).phase == Phase::Ready => {}
-            Pairing::Settled(_) => self.make_ready(image),
-            Pairing::Settling => unreachable!("handled with a settling mask"),
-            Pairing::None => {
+            (false, Pairing::Settled(_)) if self.entry(image).phase == Phase::Ready => {}
+            (false, Pairing::Settled(_)) => self.make_ready(image),
+            (false, Pairing::None) => {
                 let settled_at = self.entry(image).stable_since + self.timings.settle;
                 let until = settled_at + self.timings.sidecar_wait;
                 if self.once || until <= now {
