@@ -322,10 +322,11 @@ impl IntakeLoop {
             }
         };
         let lease = self.ctx.config().lease;
+        // The share first: at start no job may be admitted with the whole account's limits.
+        self.ctx.gate.set_live(self.owner.live_owners(lease, now));
         for dir in self.owner.take_over_dead(lease, now) {
             jobs.spawn(pipeline::run_resumed(Arc::clone(&self.ctx), dir));
         }
-        self.ctx.gate.set_live(self.owner.live_owners(lease, now));
         self.ctx.gate.flush_usage();
     }
 
